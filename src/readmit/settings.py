@@ -1,0 +1,75 @@
+"""The one settings object. Nothing else in readmit reads environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+"""Repository root when running from a checkout (src layout)."""
+
+LabelDefinition = Literal["<30", "any"]
+
+
+class Settings(BaseSettings):
+    """Runtime configuration, from `READMIT_*` env vars or a `.env` file.
+
+    Run parameters (search size, label, ...) stay typed flow parameters; this object only holds
+    where things live and the few knobs every component must agree on.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="READMIT_", env_file=".env", extra="ignore")
+
+    artifacts_uri: str = Field(
+        default=str(PROJECT_ROOT / "artifacts"),
+        description="Artifact store root: a local path or any fsspec URL (s3://bucket/prefix).",
+    )
+    data_uri: str = Field(
+        default=str(PROJECT_ROOT / "data" / "raw" / "diabetic_data.csv.gz"),
+        description="Raw encounters used for training.",
+    )
+    data_sha256: str | None = Field(
+        default="0689e7ec031237dc63031b938805c48377748761a3b26acab621567afa24df97",
+        description="Expected sha256 of the uncompressed raw CSV; None disables the check.",
+    )
+    bentoml_home: str = Field(
+        default=str(PROJECT_ROOT / ".bentoml"),
+        description="BentoML model/bento store; inside the project by default.",
+    )
+    model_name: str = "readmission"
+    model_tag: str | None = Field(
+        default=None, description="Serve this tag instead of the model labelled production."
+    )
+    label: LabelDefinition = "<30"
+    history_salt: str = Field(
+        default="readmit-local-salt",
+        description="Salt for hashing patient numbers in the patient-history store. Set a "
+        "secret value in production.",
+    )
+    reference_fraction: float = Field(
+        default=0.6, gt=0, lt=1, description="Share of encounters (oldest first) that is the "
+        "reference window for training; the rest are future batches."
+    )
+    seed: int = 42
+    # Absolute promotion gates for a first model.
+    min_roc_auc: float = 0.62
+    max_subgroup_auc_gap: float = 0.08
+    subgroup_min_size: int = 200
+    # Serving
+    service_port: int = 3000
+    max_batch_size: int = 1000
+
+    def artifact(self, *parts: str) -> str:
+        """URL of an artifact below the store root (works for paths and fsspec URLs)."""
+        root = self.artifacts_uri.rstrip("/")
+        return "/".join([root, *[p.strip("/") for p in parts]])
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings read once per process; call `get_settings.cache_clear()` in tests."""
+    return Settings()

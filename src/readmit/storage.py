@@ -1,0 +1,83 @@
+"""Artifact store I/O over fsspec: one code path for local folders and s3:// (s3fs)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and in-filesystem path of a URL or local path."""
+    return url_to_fs(url)
+
+
+def exists(url: str) -> bool:
+    """True if the file or folder exists."""
+    fs, path = filesystem(url)
+    return bool(fs.exists(path))
+
+
+def read_bytes(url: str) -> bytes:
+    """Whole content of a file."""
+    fs, path = filesystem(url)
+    return fs.cat_file(path)
+
+
+def write_bytes(url: str, data: bytes) -> str:
+    """Write a file so that readers never see half of it; returns the URL.
+
+    Local files are written to a temporary sibling and renamed (atomic on POSIX); object stores
+    publish an object only when its upload completes, so a direct put is already all-or-nothing.
+    """
+    fs, path = filesystem(url)
+    parent = path.rsplit("/", 1)[0] if "/" in path else ""
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        with fs.open(tmp, "wb") as fh:
+            fh.write(data)
+        fs.mv(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+    return url
+
+
+def write_text(url: str, text: str) -> str:
+    """Write UTF-8 text atomically."""
+    return write_bytes(url, text.encode("utf-8"))
+
+
+def write_json(url: str, obj: Any) -> str:
+    """Write JSON (indented, keys sorted, non-JSON types stringified) atomically."""
+    return write_text(url, json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def read_json(url: str) -> Any:
+    """Parse a JSON file."""
+    return json.loads(read_bytes(url))
+
+
+def copy(src: str, dst: str) -> str:
+    """Copy a file between any two fsspec URLs (streams through memory for small artifacts)."""
+    return write_bytes(dst, read_bytes(src))
+
+
+def list_files(url: str, pattern: str = "*") -> list[str]:
+    """Sorted URLs of files matching a glob below a folder (empty if the folder is absent)."""
+    fs, path = filesystem(url)
+    if not fs.exists(path):
+        return []
+    matches = fs.glob(f"{path.rstrip('/')}/{pattern}")
+    prefix = url.split("://", 1)[0] + "://" if "://" in url else ""
+    return sorted(prefix + m if prefix and not m.startswith(prefix) else m for m in matches)
+
+
+def append_line(url: str, line: str) -> None:
+    """Append one line to a log file (read-modify-write: object stores have no append)."""
+    old = read_bytes(url) if exists(url) else b""
+    write_bytes(url, old + line.rstrip("\n").encode("utf-8") + b"\n")
