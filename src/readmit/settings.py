@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     )
     bentoml_home: str = Field(
         default=str(PROJECT_ROOT / ".bentoml"),
+        validation_alias=AliasChoices("READMIT_BENTOML_HOME", "BENTOML_HOME"),
         description="BentoML model/bento store; inside the project by default.",
     )
     model_name: str = "readmission"

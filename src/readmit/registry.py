@@ -1,0 +1,286 @@
+"""Model registry on the BentoML model store: save with lineage, list, promote, roll back.
+
+Which model is in production is decided by ONE file, `readmit-registry.json` in `BENTOML_HOME`,
+replaced atomically (write + rename) under a file lock. That is what makes a promotion atomic: the
+store's per-model `stage` labels are a mirror of that file, refreshed after each change, so
+`bentoml models list` shows them too, but a crash between the two never leaves two production
+models, because readers only trust the registry file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import joblib
+import yaml
+
+from readmit.settings import Settings, get_settings
+
+Stage = Literal["candidate", "production", "archived"]
+MODEL_FILE = "model.joblib"
+REGISTRY_FILE = "readmit-registry.json"
+
+
+class NoModelError(LookupError):
+    """No usable model: none saved yet, none promoted, or the requested tag is unknown."""
+
+
+class RegistryError(RuntimeError):
+    """A registry operation is not allowed (e.g. nothing to roll back to)."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to score, with what the store knows about it."""
+
+    tag: str
+    model: Any
+    metadata: dict[str, Any]
+    stage: str
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """One row of `readmit models list`."""
+
+    tag: str
+    stage: str
+    created_at: str
+    roc_auc: float | None
+    label_definition: str | None
+
+
+@dataclass
+class RegistryState:
+    """Contents of the registry file: the production pointer and every decision made."""
+
+    production: str | None = None
+    stages: dict[str, str] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def bentoml_module(settings: Settings | None = None) -> Any:
+    """Import bentoml with BENTOML_HOME taken from settings (bentoml reads it at first use)."""
+    settings = settings or get_settings()
+    os.environ["BENTOML_HOME"] = settings.bentoml_home
+    import bentoml
+
+    return bentoml
+
+
+def _registry_path(settings: Settings) -> Path:
+    return Path(settings.bentoml_home) / REGISTRY_FILE
+
+
+@contextlib.contextmanager
+def _locked(settings: Settings) -> Iterator[None]:
+    """Serialise registry changes across processes (flows, CLI, service) on this machine."""
+    home = Path(settings.bentoml_home)
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / f"{REGISTRY_FILE}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def read_state(settings: Settings | None = None) -> RegistryState:
+    """Current registry state (empty if no model was ever registered)."""
+    path = _registry_path(settings or get_settings())
+    if not path.exists():
+        return RegistryState()
+    return RegistryState(**json.loads(path.read_text()))
+
+
+def _write_state(state: RegistryState, settings: Settings) -> None:
+    """Replace the registry file in one rename: readers see the old or the new state, never half."""
+    path = _registry_path(settings)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".registry-")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(state.__dict__, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _json_safe(obj: Any) -> Any:
+    """Metadata as plain JSON types (BentoML rejects numpy scalars)."""
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def save_model(
+    model: Any, metadata: dict[str, Any], *, stage: Stage = "candidate",
+    settings: Settings | None = None,
+) -> str:  # fmt: skip
+    """Save a fitted pipeline as `<model_name>:<version>` with its lineage; returns the tag."""
+    settings = settings or get_settings()
+    bentoml = bentoml_module(settings)
+    with bentoml.models.create(
+        settings.model_name, labels={"stage": stage}, metadata=_json_safe(metadata)
+    ) as bento_model:
+        joblib.dump(model, bento_model.path_of(MODEL_FILE))
+        tag = str(bento_model.tag)
+    with _locked(settings):
+        state = read_state(settings)
+        state.stages[tag] = stage
+        state.history.append({"at": _now(), "event": "registered", "tag": tag, "stage": stage})
+        _write_state(state, settings)
+    return tag
+
+
+def production_tag(settings: Settings | None = None) -> str | None:
+    """Tag of the production model, or None."""
+    return read_state(settings).production
+
+
+def load_model(tag: str | None = None, settings: Settings | None = None) -> LoadedModel:
+    """Load a model by tag, or the production model when `tag` is None.
+
+    Raises:
+        NoModelError: with a message that says why no model can be loaded.
+    """
+    settings = settings or get_settings()
+    state = read_state(settings)
+    wanted = tag or settings.model_tag or state.production
+    if wanted is None:
+        raise NoModelError(
+            f"no production model in {settings.bentoml_home}: train one with `readmit train` "
+            "(or `make run`), or set READMIT_MODEL_TAG"
+        )
+    bentoml = bentoml_module(settings)
+    try:
+        stored = bentoml.models.get(wanted)
+    except bentoml.exceptions.NotFound as exc:
+        raise NoModelError(f"model {wanted!r} is not in the store {settings.bentoml_home}") from exc
+    resolved = str(stored.tag)
+    model = joblib.load(stored.path_of(MODEL_FILE))
+    stage = state.stages.get(resolved, stored.info.labels.get("stage", "candidate"))
+    return LoadedModel(resolved, model, dict(stored.info.metadata), stage)
+
+
+def model_metadata(tag: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Metadata (lineage) of a stored model without unpickling it."""
+    bentoml = bentoml_module(settings)
+    try:
+        return dict(bentoml.models.get(tag).info.metadata)
+    except bentoml.exceptions.NotFound as exc:
+        raise NoModelError(f"model {tag!r} is not in the store") from exc
+
+
+def list_models(settings: Settings | None = None) -> list[ModelSummary]:
+    """Every stored readmission model, newest first, with its stage from the registry file."""
+    settings = settings or get_settings()
+    bentoml = bentoml_module(settings)
+    state = read_state(settings)
+    rows = []
+    for stored in bentoml.models.list(settings.model_name):
+        tag, meta = str(stored.tag), stored.info.metadata
+        rows.append(
+            ModelSummary(
+                tag=tag,
+                stage=state.stages.get(tag, stored.info.labels.get("stage", "candidate")),
+                created_at=stored.info.creation_time.isoformat(timespec="seconds"),
+                roc_auc=(meta.get("metrics") or {}).get("roc_auc"),
+                label_definition=meta.get("label_definition"),
+            )
+        )
+    return sorted(rows, key=lambda r: r.created_at, reverse=True)
+
+
+def _mirror_labels(state: RegistryState, settings: Settings) -> None:
+    """Copy stages into each model's `model.yaml` labels (atomic per file; cosmetic mirror)."""
+    models_dir = Path(settings.bentoml_home) / "models" / settings.model_name
+    for tag, stage in state.stages.items():
+        version = tag.split(":", 1)[1]
+        info_path = models_dir / version / "model.yaml"
+        if not info_path.exists():
+            continue
+        info = yaml.safe_load(info_path.read_text())
+        if (info.get("labels") or {}).get("stage") == stage:
+            continue
+        info["labels"] = {**(info.get("labels") or {}), "stage": stage}
+        tmp = info_path.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(info, sort_keys=False))
+        os.replace(tmp, info_path)
+
+
+def _set_production(state: RegistryState, tag: str, event: str, reason: str) -> dict[str, Any]:
+    previous = state.production
+    if previous and previous != tag:
+        state.stages[previous] = "archived"
+    state.stages[tag] = "production"
+    state.production = tag
+    record = {"at": _now(), "event": event, "tag": tag, "previous": previous, "reason": reason}
+    state.history.append(record)
+    return record
+
+
+def promote(tag: str, reason: str = "manual", settings: Settings | None = None) -> dict[str, Any]:
+    """Make `tag` the production model in one atomic step; the previous one is archived."""
+    settings = settings or get_settings()
+    bentoml = bentoml_module(settings)
+    try:
+        resolved = str(bentoml.models.get(tag).tag)
+    except bentoml.exceptions.NotFound as exc:
+        raise NoModelError(f"cannot promote {tag!r}: it is not in the store") from exc
+    with _locked(settings):
+        state = read_state(settings)
+        record = _set_production(state, resolved, "promoted", reason)
+        _write_state(state, settings)
+    _mirror_labels(state, settings)
+    return record
+
+
+def set_stage(tag: str, stage: Stage, reason: str, settings: Settings | None = None) -> None:
+    """Record a non-production stage (e.g. a rejected challenger stays `candidate`/`archived`)."""
+    settings = settings or get_settings()
+    with _locked(settings):
+        state = read_state(settings)
+        if state.production == tag and stage != "production":
+            raise RegistryError(f"{tag} is in production; promote another model instead")
+        state.stages[tag] = stage
+        state.history.append({"at": _now(), "event": f"stage:{stage}", "tag": tag,
+                              "reason": reason})  # fmt: skip
+        _write_state(state, settings)
+    _mirror_labels(state, settings)
+
+
+def previous_production(state: RegistryState) -> str | None:
+    """The model that was in production before the current one (for rollback)."""
+    current = state.production
+    for record in reversed(state.history):
+        if record["event"] == "promoted" and record["tag"] == current:
+            return record.get("previous")
+    return None
+
+
+def rollback(reason: str = "manual", settings: Settings | None = None) -> dict[str, Any]:
+    """Restore the previous production model atomically; the current one is archived.
+
+    Raises:
+        RegistryError: there is no earlier production model to restore.
+    """
+    settings = settings or get_settings()
+    with _locked(settings):
+        state = read_state(settings)
+        target = previous_production(state)
+        if target is None:
+            raise RegistryError("nothing to roll back to: no earlier production model")
+        record = _set_production(state, target, "rolled_back", reason)
+        _write_state(state, settings)
+    _mirror_labels(state, settings)
+    return record
