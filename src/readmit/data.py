@@ -26,6 +26,16 @@ class ChecksumError(ValueError):
 
 
 @dataclass(frozen=True)
+class RawFile:
+    """A file as stored (`raw`, maybe gzip) and its uncompressed `content`, with its sha256."""
+
+    raw: bytes
+    content: bytes
+    sha256: str
+    uri: str
+
+
+@dataclass(frozen=True)
 class RawBatch:
     """Encounters as read, plus what lineage needs to know about where they came from."""
 
@@ -87,22 +97,34 @@ def coerce_types(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def read_encounters(uri: str, expected_sha256: str | None = None) -> RawBatch:
-    """Read encounters from a path or fsspec URL (file://, s3://), gzip or plain.
+def read_raw(uri: str, expected_sha256: str | None = None) -> RawFile:
+    """Read a file from a path or fsspec URL (file://, s3://), gzip or plain, without parsing.
+
+    Validation needs the bytes before parsing, so an unreadable file can still be quarantined.
 
     Raises:
         ChecksumError: the uncompressed bytes do not hash to `expected_sha256`.
-        DataFormatError: the content is not a readable encounters CSV.
     """
     raw = storage.read_bytes(uri)
-    data = decompress(raw)
-    digest = sha256_hex(data)
+    content = decompress(raw)
+    digest = sha256_hex(content)
     if expected_sha256 and digest != expected_sha256:
         raise ChecksumError(
             f"{uri}: sha256 {digest} does not match the expected {expected_sha256}; "
             "the file was changed or is not the shipped data set"
         )
-    return RawBatch(frame=parse_encounters(data), sha256=digest, uri=uri, raw=raw)
+    return RawFile(raw=raw, content=content, sha256=digest, uri=uri)
+
+
+def read_encounters(uri: str, expected_sha256: str | None = None) -> RawBatch:
+    """Read and parse encounters (see `read_raw` and `parse_encounters`).
+
+    Raises:
+        ChecksumError: the content is not what `expected_sha256` says.
+        DataFormatError: the content is not a readable encounters CSV.
+    """
+    file = read_raw(uri, expected_sha256)
+    return RawBatch(frame=parse_encounters(file.content), sha256=file.sha256, uri=uri, raw=file.raw)
 
 
 def to_csv_bytes(frame: pd.DataFrame) -> bytes:

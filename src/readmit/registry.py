@@ -1,6 +1,6 @@
 """Model registry on the BentoML model store: save with lineage, list, promote, roll back.
 
-Which model is in production is decided by ONE file, `readmit-registry.json` in `BENTOML_HOME`,
+Which model is in production is decided by ONE file, `<model_name>-registry.json` in `BENTOML_HOME`,
 replaced atomically (write + rename) under a file lock. That is what makes a promotion atomic: the
 store's per-model `stage` labels are a mirror of that file, refreshed after each change, so
 `bentoml models list` shows them too, but a crash between the two never leaves two production
@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +28,6 @@ from readmit.settings import Settings, get_settings
 
 Stage = Literal["candidate", "production", "archived"]
 MODEL_FILE = "model.joblib"
-REGISTRY_FILE = "readmit-registry.json"
 
 
 class NoModelError(LookupError):
@@ -78,7 +78,7 @@ def bentoml_module(settings: Settings | None = None) -> Any:
 
 
 def _registry_path(settings: Settings) -> Path:
-    return Path(settings.bentoml_home) / REGISTRY_FILE
+    return Path(settings.bentoml_home) / f"{settings.model_name}-registry.json"
 
 
 @contextlib.contextmanager
@@ -86,7 +86,7 @@ def _locked(settings: Settings) -> Iterator[None]:
     """Serialise registry changes across processes (flows, CLI, service) on this machine."""
     home = Path(settings.bentoml_home)
     home.mkdir(parents=True, exist_ok=True)
-    with open(home / f"{REGISTRY_FILE}.lock", "w") as lock:
+    with open(_registry_path(settings).with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -122,15 +122,25 @@ def _json_safe(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
+def new_version() -> str:
+    """A sortable, unique model version: UTC time plus a random suffix."""
+    return datetime.now(UTC).strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
 def save_model(
-    model: Any, metadata: dict[str, Any], *, stage: Stage = "candidate",
+    model: Any,
+    metadata: dict[str, Any],
+    *,
+    stage: Stage = "candidate",
+    version: str | None = None,
     settings: Settings | None = None,
-) -> str:  # fmt: skip
+) -> str:
     """Save a fitted pipeline as `<model_name>:<version>` with its lineage; returns the tag."""
     settings = settings or get_settings()
     bentoml = bentoml_module(settings)
+    name = f"{settings.model_name}:{version or new_version()}"
     with bentoml.models.create(
-        settings.model_name, labels={"stage": stage}, metadata=_json_safe(metadata)
+        name, labels={"stage": stage}, metadata=_json_safe(metadata)
     ) as bento_model:
         joblib.dump(model, bento_model.path_of(MODEL_FILE))
         tag = str(bento_model.tag)
@@ -187,7 +197,11 @@ def list_models(settings: Settings | None = None) -> list[ModelSummary]:
     bentoml = bentoml_module(settings)
     state = read_state(settings)
     rows = []
-    for stored in bentoml.models.list(settings.model_name):
+    try:
+        stored_models = bentoml.models.list(settings.model_name)
+    except bentoml.exceptions.NotFound:
+        return []
+    for stored in stored_models:
         tag, meta = str(stored.tag), stored.info.metadata
         rows.append(
             ModelSummary(
@@ -253,8 +267,9 @@ def set_stage(tag: str, stage: Stage, reason: str, settings: Settings | None = N
         if state.production == tag and stage != "production":
             raise RegistryError(f"{tag} is in production; promote another model instead")
         state.stages[tag] = stage
-        state.history.append({"at": _now(), "event": f"stage:{stage}", "tag": tag,
-                              "reason": reason})  # fmt: skip
+        state.history.append(
+            {"at": _now(), "event": f"stage:{stage}", "tag": tag, "reason": reason}
+        )
         _write_state(state, settings)
     _mirror_labels(state, settings)
 

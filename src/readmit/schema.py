@@ -185,7 +185,7 @@ def _field(column: Column) -> tuple[Any, Any]:
 class _EncounterBase(BaseModel):
     model_config = ConfigDict(
         extra="forbid", populate_by_name=True, strict=False, frozen=True,
-        json_schema_extra={"description": "One inpatient encounter, raw fields as in the data set."},
+        json_schema_extra={"description": "One inpatient encounter, raw data-set fields."},
     )  # fmt: skip
 
 

@@ -52,8 +52,11 @@ class Settings(BaseSettings):
         "secret value in production.",
     )
     reference_fraction: float = Field(
-        default=0.6, gt=0, lt=1, description="Share of encounters (oldest first) that is the "
-        "reference window for training; the rest are future batches."
+        default=0.6,
+        gt=0,
+        lt=1,
+        description="Share of encounters (oldest first) that is the "
+        "reference window for training; the rest are future batches.",
     )
     seed: int = 42
     # Absolute promotion gates for a first model.

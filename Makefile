@@ -1,0 +1,51 @@
+# readmit: the front door. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := $(shell sed -n 's/^uv==//p' requirements.lock)
+export GX_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := true
+export BENTOML_DO_NOT_TRACK := true
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(BIN)/uv pip install --quiet -p $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet -p $(BIN)/python --no-deps -e .
+	@touch $@
+
+.PHONY: install
+install: $(VENV)/.installed ## Create .venv and install the locked dependencies and readmit
+
+.PHONY: lock
+lock: ## Re-resolve requirements.lock from pyproject.toml
+	$(BIN)/uv pip compile pyproject.toml --extra dev -p 3.11 -o requirements.lock
+
+.PHONY: run
+run: install ## Run the main job on the embedded defaults (train, evaluate, register)
+	$(BIN)/readmit train
+
+.PHONY: test
+test: install ## Run the whole test suite
+	$(BIN)/pytest -q
+
+.PHONY: lint
+lint: install ## ruff lint + format check, mypy on src/
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy src/readmit
+
+.PHONY: bench-training
+bench-training: install ## Benchmark: whole training flow on the full data
+	$(BIN)/python benchmarks/training.py
+
+.PHONY: clean
+clean: ## Remove local artifacts and the model store (keeps .venv)
+	rm -rf artifacts .bentoml .pytest_cache

@@ -1,0 +1,178 @@
+"""`readmit` command line: train, manage models, score a CSV."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from readmit.settings import PROJECT_ROOT, get_settings
+
+
+def _flows() -> Any:
+    """Import the flows package from the project checkout (flows live outside `src/`)."""
+    if str(PROJECT_ROOT) not in sys.path:
+        sys.path.insert(0, str(PROJECT_ROOT))
+    import flows.training
+
+    return flows
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Run the training flow and print where everything is."""
+    from readmit.validation import ValidationFailed
+
+    try:
+        out = _flows().training.training_flow(
+            data_uri=args.data,
+            label=args.label,
+            window=args.window,
+            search_budget_s=args.search_budget,
+        )
+    except ValidationFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_training_summary(out))
+    return 0
+
+
+def _metric_line(m: dict[str, float]) -> str:
+    return f"ROC AUC {m['roc_auc']:.4f}  PR AUC {m['pr_auc']:.4f}  Brier {m['brier']:.4f}"
+
+
+def format_training_summary(out: dict[str, Any]) -> str:
+    """Human summary of a training run: tag, holdout metrics, where the artifacts are."""
+    gates = out["gates"]
+    verdict = "passed" if gates["passed"] else "FAILED: " + "; ".join(gates["reasons"])
+    lines = [
+        f"model        {out['tag']} ({out['stage']})",
+        f"holdout      {_metric_line(out['metrics'])}  threshold {out['threshold']:.3f}",
+        f"baseline LR  {_metric_line(out['baseline_metrics'])}",
+        f"gates        {verdict}",
+        f"model store  {out['bentoml_home']}",
+        f"artifacts    {out['artifacts_uri']}",
+        f"reports      {out['report_dir']}  (evaluation.json, calibration.svg)",
+        f"validation   {out['validation_report']}",
+        f"profile      {out['profile_uri']}",
+        f"timings (s)  {json.dumps(out['timings_s'])}",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    """Print every stored model with its stage."""
+    from readmit import registry
+
+    rows = registry.list_models()
+    if not rows:
+        print(f"no models in {get_settings().bentoml_home}; run `readmit train`")
+        return 0
+    print(f"{'TAG':42} {'STAGE':11} {'CREATED':26} {'ROC AUC':>8}  LABEL")
+    for r in rows:
+        auc = f"{r.roc_auc:.4f}" if r.roc_auc is not None else "-"
+        print(f"{r.tag:42} {r.stage:11} {r.created_at:26} {auc:>8}  {r.label_definition or '-'}")
+    return 0
+
+
+def cmd_models_show(args: argparse.Namespace) -> int:
+    """Print a model's lineage metadata as JSON."""
+    from readmit import registry
+
+    tag = args.tag or registry.production_tag()
+    if tag is None:
+        print("error: no production model; give a tag", file=sys.stderr)
+        return 2
+    print(json.dumps({"tag": tag, **registry.model_metadata(tag)}, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    """Promote a model to production (atomic)."""
+    from readmit import registry
+
+    print(json.dumps(registry.promote(args.tag, reason=args.reason)))
+    return 0
+
+
+def cmd_models_rollback(args: argparse.Namespace) -> int:
+    """Restore the previous production model (atomic)."""
+    from readmit import registry
+
+    print(json.dumps(registry.rollback(reason=args.reason)))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Validate a CSV of encounters and write probabilities with the production model."""
+    from readmit import data, lineage, registry, scoring, storage, validation
+
+    settings = get_settings()
+    file = data.read_raw(args.input)
+    try:
+        frame = validation.validate_or_quarantine(
+            file.content,
+            artifacts_uri=settings.artifacts_uri,
+            batch_name=lineage.batch_name(args.input),
+            require_label=False,
+        )
+    except validation.ValidationFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    loaded = registry.load_model(args.model)
+    scores = scoring.score_frame(loaded, frame)
+    storage.write_bytes(args.output, scores.to_csv(index=False, float_format="%.17g").encode())
+    high = int((scores["risk"] == "high").sum())
+    print(f"scored {len(scores)} encounters with {loaded.tag}: {high} high risk -> {args.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser of the `readmit` command."""
+    parser = argparse.ArgumentParser(prog="readmit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="validate, train, evaluate, profile and register")
+    train.add_argument("--data", help="raw encounters (path or fsspec URL); default: shipped")
+    train.add_argument("--label", choices=["<30", "any"], default="<30")
+    train.add_argument("--window", choices=["all", "reference"], default="all")
+    train.add_argument("--search-budget", type=float, default=90.0, help="seconds")
+    train.set_defaults(func=cmd_train)
+
+    models = sub.add_parser("models", help="list, show, promote, roll back models")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    msub.add_parser("list", help="stored models and stages").set_defaults(func=cmd_models_list)
+    show = msub.add_parser("show", help="lineage of a model (default: production)")
+    show.add_argument("tag", nargs="?")
+    show.set_defaults(func=cmd_models_show)
+    promote = msub.add_parser("promote", help="make a model the production model")
+    promote.add_argument("tag")
+    promote.add_argument("--reason", default="manual promotion")
+    promote.set_defaults(func=cmd_models_promote)
+    rollback = msub.add_parser("rollback", help="restore the previous production model")
+    rollback.add_argument("--reason", default="manual rollback")
+    rollback.set_defaults(func=cmd_models_rollback)
+
+    score = sub.add_parser("score", help="score a CSV of encounters with the production model")
+    score.add_argument("input", help="CSV (path or fsspec URL), data-set columns")
+    score.add_argument("-o", "--output", required=True, help="where to write the scores CSV")
+    score.add_argument("--model", help="model tag (default: production)")
+    score.set_defaults(func=cmd_score)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `readmit` console script."""
+    from readmit.registry import NoModelError, RegistryError
+
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return handler(args)
+    except (NoModelError, RegistryError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

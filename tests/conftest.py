@@ -1,0 +1,53 @@
+"""Test-wide isolation: every test process gets its own model store and artifact store.
+
+BentoML reads BENTOML_HOME once per process, so it is set here, before anything imports bentoml.
+Tests that need separate registries use distinct model names (`fresh_settings`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+_SESSION_ROOT = Path(tempfile.mkdtemp(prefix="readmit-tests-"))
+os.environ["BENTOML_HOME"] = str(_SESSION_ROOT / "bentoml")
+os.environ["READMIT_BENTOML_HOME"] = str(_SESSION_ROOT / "bentoml")
+os.environ["READMIT_ARTIFACTS_URI"] = str(_SESSION_ROOT / "artifacts")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+from readmit import data  # noqa: E402
+from readmit.settings import Settings, get_settings  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DATA_FILE = PROJECT_ROOT / "data" / "raw" / "diabetic_data.csv.gz"
+
+
+@pytest.fixture(scope="session")
+def full_frame() -> pd.DataFrame:
+    """The whole shipped data set, parsed with the schema's dtypes (read once per session)."""
+    return data.read_encounters(str(DATA_FILE)).frame
+
+
+@pytest.fixture(scope="session")
+def sample_frame(full_frame: pd.DataFrame) -> pd.DataFrame:
+    """3,000 consecutive real encounters (time order kept, patients recur)."""
+    return data.in_time_order(full_frame).iloc[20_000:23_000].reset_index(drop=True)
+
+
+@pytest.fixture
+def fresh_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Settings with a private artifact store and a model name of its own (own registry)."""
+    monkeypatch.setenv("READMIT_ARTIFACTS_URI", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("READMIT_MODEL_NAME", f"readmission-{uuid.uuid4().hex[:8]}")
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()

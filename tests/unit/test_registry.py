@@ -1,0 +1,68 @@
+"""Registry: lineage saved, one production model at a time, promotion and rollback."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from readmit import registry
+
+
+def _model(seed: int) -> LogisticRegression:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(50, 3))
+    return LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
+
+
+def test_no_model_is_a_clear_error(fresh_settings):
+    with pytest.raises(registry.NoModelError, match="no production model"):
+        registry.load_model()
+    assert registry.list_models() == []
+
+
+def test_save_load_round_trip_keeps_metadata_and_predictions(fresh_settings):
+    model = _model(0)
+    tag = registry.save_model(model, {"metrics": {"roc_auc": np.float64(0.71)}, "threshold": 0.2})
+    loaded = registry.load_model(tag)
+    assert loaded.tag == tag and loaded.stage == "candidate"
+    assert loaded.metadata["metrics"]["roc_auc"] == 0.71
+    x = np.ones((2, 3))
+    np.testing.assert_array_equal(loaded.model.predict_proba(x), model.predict_proba(x))
+    assert [r.tag for r in registry.list_models()] == [tag]
+
+
+def test_promote_archives_previous_and_rollback_restores_it(fresh_settings):
+    first = registry.save_model(_model(1), {"threshold": 0.1})
+    second = registry.save_model(_model(2), {"threshold": 0.2})
+    registry.promote(first)
+    registry.promote(second, reason="challenger won")
+    stages = {r.tag: r.stage for r in registry.list_models()}
+    assert stages == {first: "archived", second: "production"}
+    assert registry.load_model().tag == second
+
+    record = registry.rollback(reason="bad deploy")
+    assert record["tag"] == first and record["previous"] == second
+    assert registry.production_tag() == first
+    with pytest.raises(registry.RegistryError, match="nothing to roll back"):
+        registry.rollback()
+
+
+def test_stage_labels_in_the_store_mirror_the_registry(fresh_settings):
+    tag = registry.save_model(_model(3), {"threshold": 0.1})
+    registry.promote(tag)
+    bentoml = registry.bentoml_module()
+    assert bentoml.models.get(tag).info.labels["stage"] == "production"
+
+
+def test_promoting_an_unknown_tag_changes_nothing(fresh_settings):
+    tag = registry.save_model(_model(4), {"threshold": 0.1})
+    registry.promote(tag)
+    before = registry.read_state()
+    with pytest.raises(registry.NoModelError):
+        registry.promote(f"{fresh_settings.model_name}:doesnotexist")
+    assert registry.read_state() == before
+    history = json.dumps(before.history)
+    assert "doesnotexist" not in history
