@@ -1,0 +1,88 @@
+"""The training flow on the Prefect test harness, on a few thousand real rows."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from readmit import data, registry, storage, validation
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from flows.training import training_flow  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture
+def small_csv(tmp_path, full_frame) -> str:
+    rows = data.in_time_order(full_frame).iloc[:4000]
+    path = tmp_path / "encounters_small.csv"
+    path.write_bytes(data.to_csv_bytes(rows))
+    return str(path)
+
+
+def test_training_flow_registers_a_model_with_lineage(harness, fresh_settings, small_csv):
+    out = training_flow(data_uri=small_csv, search_budget_s=8)
+    loaded = registry.load_model(out["tag"])
+    meta = loaded.metadata
+    for key in (
+        "metrics",
+        "baseline_metrics",
+        "subgroup_metrics",
+        "params",
+        "data_sha256",
+        "validation",
+        "profile_uri",
+        "git_commit",
+        "feature_names",
+        "label_definition",
+        "threshold",
+        "timings_s",
+        "trained_at",
+        "calibration",
+    ):
+        assert key in meta, key
+    assert meta["label_definition"] == "<30"
+    assert meta["validation"]["success"] is True
+    assert meta["data_sha256"] == data.sha256_hex(Path(small_csv).read_bytes())
+    assert 0.5 < meta["metrics"]["roc_auc"] <= 1.0
+    assert 0 < meta["threshold"] < 1
+    assert storage.exists(meta["profile_uri"])
+    evaluation = storage.read_json(f"{out['report_dir']}/evaluation.json")
+    assert set(evaluation) == {"model", "baseline"}
+    assert "<svg" in storage.read_bytes(f"{out['report_dir']}/calibration.svg").decode()
+    # Lineage is shareable: no identifiers anywhere in the metadata.
+    text = json.dumps(meta)
+    frame = data.read_encounters(small_csv).frame
+    assert not any(f'"{pid}"' in text or f" {pid}," in text for pid in frame["patient_nbr"][:50])
+    # A model scores raw rows of the same shape it was trained on.
+    probabilities = loaded.model.predict_proba(frame.head(20))[:, 1]
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+    assert out["stage"] in ("production", "candidate")
+    if out["gates"]["passed"]:
+        assert registry.production_tag() == out["tag"]
+
+
+def test_invalid_batch_is_quarantined_and_no_model_is_trained(
+    harness, fresh_settings, tmp_path, full_frame
+):
+    bad = full_frame.head(500).drop(columns=["num_procedures"])
+    path = tmp_path / "missing_column.csv"
+    path.write_bytes(data.to_csv_bytes(bad))
+    with pytest.raises(validation.ValidationFailed, match="num_procedures"):
+        training_flow(data_uri=str(path), search_budget_s=5)
+    assert registry.list_models() == []
+    quarantined = storage.list_files(fresh_settings.artifact("quarantine"))
+    assert len(quarantined) == 1
+    folder = quarantined[0]
+    assert storage.exists(f"{folder}/report.json") and storage.exists(f"{folder}/report.html")
