@@ -1,0 +1,37 @@
+"""Audit log: every lifecycle decision, appended as one JSON line in the artifact store."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from readmit import storage
+from readmit.lineage import utc_now
+
+Decision = Literal[
+    "drift_detected", "retrain_started", "promoted", "rejected", "rolled_back", "deployed",
+    "batch_quarantined",
+]  # fmt: skip
+AUDIT_PATH = ("audit", "audit.jsonl")
+
+
+def audit_record(decision: Decision, **details: Any) -> dict[str, Any]:
+    """A decision with its time and details (tags, severities, reasons; never identifiers)."""
+    return {"at": utc_now(), "decision": decision, **details}
+
+
+def append(artifacts_uri: str, decision: Decision, **details: Any) -> dict[str, Any]:
+    """Append a decision to `<artifacts>/audit/audit.jsonl` and return the record."""
+    record = audit_record(decision, **details)
+    url = "/".join([artifacts_uri.rstrip("/"), *AUDIT_PATH])
+    storage.append_line(url, json.dumps(record, sort_keys=True, default=str))
+    return record
+
+
+def read(artifacts_uri: str, last: int | None = None) -> list[dict[str, Any]]:
+    """Decisions in order (the `last` N if given); empty when nothing was decided yet."""
+    url = "/".join([artifacts_uri.rstrip("/"), *AUDIT_PATH])
+    if not storage.exists(url):
+        return []
+    records = [json.loads(line) for line in storage.read_bytes(url).decode().splitlines() if line]
+    return records[-last:] if last else records

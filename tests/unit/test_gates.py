@@ -1,0 +1,58 @@
+"""Challenger gate decisions on hand-made evaluations."""
+
+from __future__ import annotations
+
+from readmit.gates import GatePolicy, challenger_gate
+
+POLICY = GatePolicy(
+    min_improvement=0.005,
+    champion_floor=0.62,
+    subgroup_tolerance=0.03,
+    subgroup_min_size=100,
+    max_ece=0.05,
+)
+
+
+def evaluation(auc: float, ece: float = 0.01, subgroup_auc: float | None = None, n: int = 500):
+    sub = subgroup_auc if subgroup_auc is not None else auc
+    return {
+        "metrics": {"roc_auc": auc, "ece": ece},
+        "subgroups": [
+            {"attribute": "race", "group": "Asian", "n": n, "roc_auc": sub},
+            {"attribute": "gender", "group": "Female", "n": 5000, "roc_auc": auc},
+        ],
+    }
+
+
+def test_challenger_better_by_margin_is_promoted():
+    result = challenger_gate(evaluation(0.66), evaluation(0.67), POLICY)
+    assert result.promote and "beats champion" in result.reasons[0]
+
+
+def test_challenger_within_margin_is_rejected_with_reason():
+    result = challenger_gate(evaluation(0.66), evaluation(0.662), POLICY)
+    assert not result.promote and "below the margin" in result.reasons[0]
+
+
+def test_champion_below_floor_is_replaced_without_margin():
+    result = challenger_gate(evaluation(0.58), evaluation(0.581), POLICY)
+    assert result.promote and "fell below floor" in result.reasons[0]
+
+
+def test_subgroup_regression_blocks_promotion_but_small_groups_are_ignored():
+    worse = challenger_gate(evaluation(0.66), evaluation(0.70, subgroup_auc=0.60), POLICY)
+    assert not worse.promote and "race=Asian" in worse.reasons[-1]
+    tiny = challenger_gate(
+        evaluation(0.66, n=50), evaluation(0.70, subgroup_auc=0.60, n=50), POLICY
+    )
+    assert tiny.promote
+
+
+def test_poor_calibration_blocks_promotion():
+    result = challenger_gate(evaluation(0.66), evaluation(0.70, ece=0.2), POLICY)
+    assert not result.promote and "ECE" in result.reasons[0]
+
+
+def test_first_model_needs_only_floor_and_calibration():
+    assert challenger_gate(None, evaluation(0.66), POLICY).promote
+    assert not challenger_gate(None, evaluation(0.55), POLICY).promote
