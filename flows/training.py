@@ -165,12 +165,8 @@ def publish_artifacts(summary: dict[str, Any], evaluations: dict[str, Any], vers
     )
     create_markdown_artifact(
         key="calibration-plot",
-        markdown=(
-            f"## Calibration on the holdout\n\n![calibration]({charts.svg_data_uri(svg)})\n\n"
-            f"Brier {model_eval.metrics['brier']:.4f}, ECE {model_eval.metrics['ece']:.4f}. "
-            f"SVG: `{report_dir}/calibration.svg`"
-        ),
-        description="Reliability diagram",
+        markdown=charts.calibration_markdown(svg, cal, model_eval.metrics, report_dir),
+        description="Reliability diagram of the holdout predictions",
     )
     return report_dir
 

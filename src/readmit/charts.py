@@ -62,3 +62,28 @@ def calibration_svg(
 def svg_data_uri(svg: str) -> str:
     """An SVG as a data: URI, to embed in Markdown or HTML without any external file."""
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
+
+
+def calibration_markdown(
+    svg: str, calibration: dict[str, list], metrics: dict[str, float], svg_uri: str
+) -> str:
+    """Markdown for a Prefect artifact: the chart inline plus the same bins as a table.
+
+    The table keeps the artifact readable where a UI strips `data:` images.
+    """
+    rows = "\n".join(
+        f"| {p:.3f} | {o:.3f} | {n} | {'█' * max(1, round(o * 100))} |"
+        for p, o, n in zip(
+            calibration["mean_predicted"],
+            calibration["observed_rate"],
+            calibration["count"],
+            strict=True,
+        )
+    )
+    return (
+        f"## Calibration on the patient-disjoint holdout\n\n![calibration]({svg_data_uri(svg)})\n\n"
+        f"Brier {metrics['brier']:.4f}, expected calibration error {metrics['ece']:.4f}. "
+        f"SVG: `{svg_uri}/calibration.svg`\n\n"
+        "| mean predicted | observed rate | encounters | observed (1 block = 1%) |\n"
+        f"| ---: | ---: | ---: | :--- |\n{rows}\n"
+    )
