@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Install the Debian packages that `make up` and the integration tests need.
+#
+# Idempotent and non-interactive: packages already installed are not fetched again, and when all
+# of them are present the script returns at once (no `apt-get update`). Package services are kept
+# from starting during the install (policy-rc.d): our scripts run every service themselves, on
+# 127.0.0.1 only, by PID. Python-side tools (SeaweedFS's `weed`) come from the venv, not from here.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+PACKAGES=(prometheus prometheus-pushgateway postgresql chromium chromium-driver)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install.sh: all present (${PACKAGES[*]})"
+  exit 0
+fi
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install.sh: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  SUDO=(sudo -n DEBIAN_FRONTEND=noninteractive)
+fi
+
+# Keep the packages' own daemons (prometheus on 0.0.0.0:9090, a postgres cluster on 5432, ...)
+# from being started by their maintainer scripts. Only remove the policy file if we created it.
+POLICY=/usr/sbin/policy-rc.d
+created_policy=0
+if [ ! -e "$POLICY" ]; then
+  printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$POLICY" >/dev/null
+  "${SUDO[@]}" chmod 755 "$POLICY"
+  created_policy=1
+fi
+cleanup() { if [ "$created_policy" -eq 1 ]; then "${SUDO[@]}" rm -f "$POLICY"; fi; }
+trap cleanup EXIT
+
+start=$(date +%s)
+echo "install.sh: installing ${missing[*]}"
+"${SUDO[@]}" apt-get update -qq
+"${SUDO[@]}" apt-get install -y -qq --no-install-recommends \
+  -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}" >/dev/null
+echo "install.sh: done in $(( $(date +%s) - start )) s"
