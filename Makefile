@@ -46,6 +46,22 @@ lint: install ## ruff lint + format check, mypy on src/
 bench-training: install ## Benchmark: whole training flow on the full data
 	$(BIN)/python benchmarks/training.py
 
+.PHONY: up
+up: install ## Start the local stack on 127.0.0.1 (Prefect server+worker, S3, Prometheus); UP_ARGS="--db postgres --artifacts s3"
+	$(BIN)/python deployments/local/services.py up $(UP_ARGS)
+
+.PHONY: down
+down: install ## Stop the local stack (DOWN_ARGS=--purge also deletes .run/ data)
+	$(BIN)/python deployments/local/services.py down $(DOWN_ARGS)
+
+.PHONY: status
+status: install ## What runs where, with the UI URLs
+	$(BIN)/python deployments/local/services.py status
+
+.PHONY: deploy
+deploy: install ## Apply prefect.yaml to the running Prefect server (prefect deploy --all)
+	$(BIN)/python deployments/local/services.py deploy
+
 .PHONY: clean
 clean: ## Remove local artifacts and the model store (keeps .venv)
 	rm -rf artifacts .bentoml .pytest_cache

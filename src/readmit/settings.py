@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     min_roc_auc: float = 0.62
     max_subgroup_auc_gap: float = 0.08
     subgroup_min_size: int = 200
+    pushgateway_url: str | None = Field(
+        default=None, description="Prometheus Pushgateway for monitoring metrics (unset: none)."
+    )
     # Serving
     service_port: int = 3000
     max_batch_size: int = 1000
