@@ -9,6 +9,7 @@ export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := true
 export BENTOML_DO_NOT_TRACK := true
+export WHYLOGS_NO_ANALYTICS := 1
 
 .PHONY: help
 help: ## List the targets

@@ -23,6 +23,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "1")
 
 from readmit import data  # noqa: E402
 from readmit.settings import Settings, get_settings  # noqa: E402

@@ -1,3 +1,3 @@
-"""readmit: 30-day readmission risk for diabetic inpatients, as a workflow-as-code MLOps pipeline."""
+"""readmit: 30-day readmission risk of diabetic inpatients, as workflow-as-code MLOps."""
 
 __version__ = "0.1.0"

@@ -1,0 +1,64 @@
+"""Replay of later encounters as batches, with seeded drift and late labels."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pandas as pd
+
+from readmit import data, drift
+from readmit.schema import INPUT_COLUMNS
+
+
+@dataclass(frozen=True)
+class DriftEpisode:
+    """Which drift to inject, from which replayed batch on, how strong and how fast."""
+
+    scenario: str
+    strength: drift.Strength = "strong"
+    mode: drift.Mode = "sudden"
+    start: int = 2  # index (0-based, within this replay) of the first drifted batch
+    ramp_batches: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form for artifacts and logs."""
+        return asdict(self)
+
+
+def future_batches(
+    frame: pd.DataFrame, reference_fraction: float, batch_size: int
+) -> list[pd.DataFrame]:
+    """Encounters after the reference window, in encounter_id order, cut into batches."""
+    cohort = data.exclude_died_or_hospice(frame)
+    return data.reference_and_batches(cohort, reference_fraction, batch_size)[1]
+
+
+def apply_episode(
+    batches: list[pd.DataFrame], episode: DriftEpisode | None, seed: int
+) -> list[pd.DataFrame]:
+    """The replay with the episode injected from `episode.start` on (unchanged before it)."""
+    if episode is None or episode.start >= len(batches):
+        return batches
+    drifted = drift.inject_sequence(
+        batches[episode.start :], episode.scenario, episode.strength, mode=episode.mode,
+        ramp_batches=episode.ramp_batches, seed=seed,
+    )  # fmt: skip
+    return batches[: episode.start] + drifted
+
+
+def service_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON records for the service: the input fields only (no identifiers, no label)."""
+    cols = [c for c in INPUT_COLUMNS if c in frame.columns]
+    records = frame[cols].astype(object).to_dict(orient="records")
+    return [
+        {k: (None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v)
+         for k, v in r.items()}
+        for r in records
+    ]  # fmt: skip
+
+
+def chunks(items: list[Any], size: int) -> list[list[Any]]:
+    """Consecutive chunks of at most `size` items (the service's batch limit)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
