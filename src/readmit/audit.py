@@ -9,9 +9,14 @@ from readmit import storage
 from readmit.lineage import utc_now
 
 Decision = Literal[
-    "drift_detected", "retrain_started", "promoted", "rejected", "rolled_back", "deployed",
+    "drift_detected",
+    "retrain_started",
+    "promoted",
+    "rejected",
+    "rolled_back",
+    "deployed",
     "batch_quarantined",
-]  # fmt: skip
+]
 AUDIT_PATH = ("audit", "audit.jsonl")
 
 

@@ -36,8 +36,9 @@ def batch_id(index: int) -> str:
 def paths(artifacts_uri: str, batch: str) -> BatchPaths:
     """Store URLs of a batch."""
     root = artifacts_uri.rstrip("/")
-    return BatchPaths(f"{root}/inbox/{batch}.csv", f"{root}/batches/{batch}.csv",
-                      f"{root}/labels/{batch}.csv")  # fmt: skip
+    return BatchPaths(
+        f"{root}/inbox/{batch}.csv", f"{root}/batches/{batch}.csv", f"{root}/labels/{batch}.csv"
+    )
 
 
 def split_labels(batch: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

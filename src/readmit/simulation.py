@@ -42,9 +42,13 @@ def apply_episode(
     if episode is None or episode.start >= len(batches):
         return batches
     drifted = drift.inject_sequence(
-        batches[episode.start :], episode.scenario, episode.strength, mode=episode.mode,
-        ramp_batches=episode.ramp_batches, seed=seed,
-    )  # fmt: skip
+        batches[episode.start :],
+        episode.scenario,
+        episode.strength,
+        mode=episode.mode,
+        ramp_batches=episode.ramp_batches,
+        seed=seed,
+    )
     return batches[: episode.start] + drifted
 
 
@@ -53,10 +57,12 @@ def service_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     cols = [c for c in INPUT_COLUMNS if c in frame.columns]
     records = frame[cols].astype(object).to_dict(orient="records")
     return [
-        {k: (None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v)
-         for k, v in r.items()}
+        {
+            k: (None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v)
+            for k, v in r.items()
+        }
         for r in records
-    ]  # fmt: skip
+    ]
 
 
 def chunks(items: list[Any], size: int) -> list[list[Any]]:

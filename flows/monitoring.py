@@ -1,0 +1,206 @@
+"""Monitoring flow: each new inbox batch is validated, profiled and scored for drift; labelled
+batches are scored for realised performance; drift or a performance drop emits the Prefect event
+`readmit.drift.detected` (once per cooldown), which the `retraining` deployment is triggered by.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+
+from readmit import (
+    audit,
+    data,
+    drift,
+    features,
+    inbox,
+    monitoring,
+    registry,
+    report,
+    storage,
+    validation,
+)
+from readmit.settings import get_settings
+
+DRIFT_EVENT = "readmit.drift.detected"
+
+
+@task(cache_policy=NO_CACHE)
+def load_champion() -> tuple[registry.LoadedModel, monitoring.Reference] | None:
+    """The production model and its monitoring reference (None if nothing is in production)."""
+    settings = get_settings()
+    try:
+        loaded = registry.load_model()
+    except registry.NoModelError as exc:
+        get_run_logger().warning("nothing to monitor: %s", exc)
+        return None
+    uris = monitoring.ReferenceUris.for_model(settings.artifacts_uri, loaded.tag.split(":")[1])
+    return loaded, monitoring.load_reference(uris)
+
+
+@task(cache_policy=NO_CACHE)
+def take_batch(batch_id: str) -> Any:
+    """Validate an inbox batch; an invalid one is quarantined (and audited), never monitored."""
+    settings = get_settings()
+    where = inbox.paths(settings.artifacts_uri, batch_id)
+    raw = storage.read_bytes(where.inbox)
+    try:
+        frame = validation.validate_or_quarantine(
+            data.decompress(raw),
+            artifacts_uri=settings.artifacts_uri,
+            batch_name=batch_id,
+            require_label=False,
+            raw=raw,
+        )
+    except validation.ValidationFailed as exc:
+        get_run_logger().error("%s quarantined: %s", batch_id, exc)
+        audit.append(
+            settings.artifacts_uri,
+            "batch_quarantined",
+            batch_id=batch_id,
+            quarantine=exc.quarantine_uri,
+            failures=len(exc.result.failures),
+        )
+        fs, path = storage.filesystem(where.inbox)
+        fs.rm(path)
+        return None
+    return frame
+
+
+@task(cache_policy=NO_CACHE)
+def assess_batch(
+    champion: tuple[registry.LoadedModel, monitoring.Reference],
+    batch_id: str,
+    frame: Any,
+    labelled: bool,
+) -> drift.DriftReport:
+    """Drift report of one batch; with labels, realised performance too. Stored as JSON + HTML."""
+    loaded, reference = champion
+    probabilities = np.asarray(loaded.model.predict_proba(frame))[:, 1]
+    labels = None
+    if labelled:
+        labels = features.make_label(frame, loaded.metadata.get("label_definition", "<30"))
+    name = f"{batch_id}-labelled" if labelled else batch_id
+    result = monitoring.monitor_batch(reference, name, frame, probabilities, labels)
+    folder = get_settings().artifact("monitoring", "reports", name)
+    storage.write_json(f"{folder}/drift.json", result.to_dict())
+    storage.write_text(
+        f"{folder}/drift.html",
+        report.render_drift_report_html(result, f"Drift: {name} vs {loaded.tag}"),
+    )
+    get_run_logger().info(
+        "%s: severity %s%s%s",
+        name,
+        result.severity,
+        f" ({', '.join(result.responsible[:5])})" if result.responsible else "",
+        " - PERFORMANCE DROP" if result.performance_drop else "",
+    )
+    return result
+
+
+def publish(reports: list[drift.DriftReport]) -> None:
+    """Prefect artifacts: a summary table, the worst batch's feature table, report links."""
+    settings = get_settings()
+    create_table_artifact(
+        key="drift-summary",
+        table=[r.summary() for r in reports],
+        description="Per batch: severity, responsible features, performance",
+    )
+    worst = max(reports, key=lambda r: (r.alert, r.severity.rank))
+    create_table_artifact(
+        key="drift-features",
+        table=worst.table_rows(),
+        description=f"Feature drift of {worst.batch_id} (worst of this run)",
+    )
+    links = "\n".join(
+        f"- `{r.batch_id}`: **{r.severity}** - "
+        f"`{settings.artifact('monitoring', 'reports', r.batch_id, 'drift.html')}`"
+        for r in reports
+    )
+    create_markdown_artifact(
+        key="drift-reports",
+        markdown=("## Drift reports (self-contained HTML, render offline)\n\n" + links),
+    )
+
+
+def maybe_emit(
+    loaded: registry.LoadedModel,
+    alerts: list[drift.DriftReport],
+    state: dict[str, Any],
+    cooldown_s: float,
+) -> bool:
+    """Emit `readmit.drift.detected` unless an event was emitted within the cooldown."""
+    settings, logger = get_settings(), get_run_logger()
+    now = datetime.now(UTC)
+    if not monitoring.cooldown_allows(state.get("last_event_at"), now, cooldown_s):
+        logger.info(
+            "drift persists; event suppressed by the cooldown (last %s)", state["last_event_at"]
+        )
+        return False
+    worst = max(alerts, key=lambda r: r.severity.rank)
+    payload = {
+        "severity": str(worst.severity),
+        "features": sorted({f for r in alerts for f in r.responsible})[:20],
+        "batch_ids": [r.batch_id for r in alerts],
+        "performance_drop": any(r.performance_drop for r in alerts),
+        "model_tag": loaded.tag,
+    }
+    emit_event(
+        DRIFT_EVENT,
+        resource={
+            "prefect.resource.id": f"readmit.model.{loaded.tag}",
+            "prefect.resource.name": loaded.tag,
+        },
+        payload=payload,
+    )
+    audit.append(settings.artifacts_uri, "drift_detected", **payload)
+    state["last_event_at"] = now.isoformat(timespec="seconds")
+    logger.warning("emitted %s: %s", DRIFT_EVENT, payload)
+    return True
+
+
+@flow(name="monitoring", log_prints=True)
+def monitoring_flow(max_batches: int = 20, cooldown_s: float = 1800.0) -> dict[str, Any]:
+    """Monitor new inbox batches and newly labelled batches against the production model.
+
+    Args:
+        max_batches: At most this many inbox batches per run (the rest wait for the next run).
+        cooldown_s: After a drift event, further alerts within this time emit no new event.
+    """
+    settings = get_settings()
+    champion = load_champion()
+    if champion is None:
+        return {"batches": [], "event": False, "reason": "no production model"}
+    state_url = settings.artifact("monitoring", "state.json")
+    state = monitoring.read_state(state_url)
+    reports = []
+    for batch_id in inbox.pending(settings.artifacts_uri)[:max_batches]:
+        frame = take_batch(batch_id)
+        if frame is not None:
+            reports.append(assess_batch(champion, batch_id, frame, labelled=False))
+            inbox.mark_processed(settings.artifacts_uri, batch_id)
+    assessed = set(state.get("labelled_assessed", []))
+    for batch_id in inbox.labelled_batches(settings.artifacts_uri):
+        if batch_id not in assessed:
+            frame = inbox.load_labelled(settings.artifacts_uri, batch_id)
+            reports.append(assess_batch(champion, batch_id, frame, labelled=True))
+            assessed.add(batch_id)
+    state["labelled_assessed"] = sorted(assessed)
+    alerts = [r for r in reports if r.alert]
+    event = bool(alerts) and maybe_emit(champion[0], alerts, state, cooldown_s)
+    state["last_success_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    storage.write_json(state_url, state)
+    if reports:
+        publish(reports)
+    monitoring.push_metrics(settings.pushgateway_url, reports, champion[0].tag)
+    return {"batches": [r.summary() for r in reports], "event": event, "model_tag": champion[0].tag}
+
+
+if __name__ == "__main__":
+    monitoring_flow()
