@@ -6,14 +6,25 @@ temporary local API by default, or against a server when PREFECT_API_URL is set.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
+import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from readmit import charts, data, evaluate, lineage, profiling, registry, storage, train, validation
+from readmit import (
+    charts,
+    data,
+    evaluate,
+    features,
+    lineage,
+    monitoring,
+    registry,
+    storage,
+    train,
+    validation,
+)
 from readmit.settings import get_settings
 
 Window = Literal["all", "reference"]
@@ -81,15 +92,17 @@ def assess(result: train.TrainingResult, holdout: Any, label: str) -> dict[str, 
 
 
 @task(cache_policy=NO_CACHE)
-def profile(train_frame: Any, version: str) -> tuple[str, float]:
-    """whylogs reference profile of the training data, stored next to the model's reports."""
-    uri = get_settings().artifact("models", version, "reference_profile.bin")
-    start = time.perf_counter()
-    view = profiling.profile_frame(train_frame)
-    rows_per_s = len(train_frame) / max(time.perf_counter() - start, 1e-9)
-    profiling.write_profile(view, uri)
-    get_run_logger().info("reference profile: %s (%.0f rows/s)", uri, rows_per_s)
-    return uri, rows_per_s
+def write_reference(
+    train_frame: Any, holdout: Any, model: Any, label: str, version: str
+) -> tuple[str, float]:
+    """Monitoring reference of the model: whylogs profile of the training data, drift thresholds
+    calibrated on no-drift samples, holdout prediction profile and performance baseline."""
+    uris = monitoring.ReferenceUris.for_model(get_settings().artifacts_uri, version)
+    holdout_p = np.asarray(model.predict_proba(holdout))[:, 1]
+    holdout_y = features.make_label(holdout, label)
+    rows_per_s = monitoring.write_reference(uris, train_frame, holdout_y, holdout_p)
+    get_run_logger().info("reference profile: %s (%.0f rows/s)", uris.profile, rows_per_s)
+    return uris.profile, rows_per_s
 
 
 @task(cache_policy=NO_CACHE)
@@ -205,8 +218,10 @@ def training_flow(
     with lineage.timer(timings, "evaluate"):
         evaluations = assess(result, holdout, label)
     version = registry.new_version()
-    with lineage.timer(timings, "profile"):
-        profile_uri, profile_rows_per_s = profile(train_frame, version)
+    with lineage.timer(timings, "reference"):
+        profile_uri, profile_rows_per_s = write_reference(
+            train_frame, holdout, result.model, label, version
+        )
     summary = {
         "data": {
             "uri": uri,

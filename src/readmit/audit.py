@@ -40,3 +40,16 @@ def read(artifacts_uri: str, last: int | None = None) -> list[dict[str, Any]]:
         return []
     records = [json.loads(line) for line in storage.read_bytes(url).decode().splitlines() if line]
     return records[-last:] if last else records
+
+
+def as_markdown(records: list[dict[str, Any]]) -> str:
+    """Decisions as a Markdown table for a Prefect artifact (newest last)."""
+    rows = [
+        f"| {r['at']} | {r['decision']} | "
+        + ", ".join(
+            f"{k}={v}" for k, v in sorted(r.items()) if k not in ("at", "decision")
+        ).replace("|", "/")
+        + " |"
+        for r in records
+    ]
+    return "## Audit log\n\n| at | decision | details |\n| --- | --- | --- |\n" + "\n".join(rows)

@@ -8,13 +8,11 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from readmit.settings import PROJECT_ROOT, get_settings
+from readmit.settings import get_settings
 
 
 def _flows() -> Any:
-    """Import the flows package from the project checkout (flows live outside `src/`)."""
-    if str(PROJECT_ROOT) not in sys.path:
-        sys.path.insert(0, str(PROJECT_ROOT))
+    """The flows package (installed with readmit; imported lazily: Prefect is slow to import)."""
     import flows.training
 
     return flows
