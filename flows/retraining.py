@@ -54,9 +54,16 @@ def decide(champion_eval: Any, challenger_eval: Any) -> gates.GateResult:
 
 
 def redeploy(tag: str) -> str:
-    """Roll the service to the new production model through the deployment flow."""
-    from flows.deployment import deployment_flow
+    """Roll a running service to the new production model through the deployment flow.
 
+    Where no service was deployed from this machine, there is nothing to roll: say so.
+    """
+    from flows.deployment import deployment_flow
+    from readmit import deploy
+
+    if deploy.running_server() is None:
+        get_run_logger().info("no running service to redeploy; `make run` or flows/deployment.py")
+        return "no running service"
     return str(deployment_flow(model_tag=tag))
 
 
