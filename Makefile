@@ -30,8 +30,8 @@ lock: ## Re-resolve requirements.lock from pyproject.toml
 	$(BIN)/uv pip compile pyproject.toml --extra dev -p 3.11 -o requirements.lock
 
 .PHONY: run
-run: install ## Run the main job on the embedded defaults (train, evaluate, register)
-	$(BIN)/readmit train
+run: install ## The main job on embedded defaults: train, serve, replay with drift, retrain, promote
+	$(BIN)/readmit run
 
 .PHONY: test
 test: install ## Run the whole test suite

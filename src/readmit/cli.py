@@ -95,11 +95,69 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_models_rollback(args: argparse.Namespace) -> int:
-    """Restore the previous production model (atomic)."""
-    from readmit import registry
+    """Restore the previous production model (atomic), audit it, redeploy a running service."""
+    from readmit import audit, deploy, registry
 
-    print(json.dumps(registry.rollback(reason=args.reason)))
+    record = registry.rollback(reason=args.reason)
+    audit.append(
+        get_settings().artifacts_uri,
+        "rolled_back",
+        tag=record["tag"],
+        previous=record["previous"],
+        reason=args.reason,
+    )
+    print(json.dumps(record))
+    if deploy.running_server() is not None:
+        from flows.deployment import deployment_flow
+
+        out = deployment_flow(model_tag=record["tag"])
+        print(f"redeployed {out['model_tag']} at {out['url']}")
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The main job: the whole loop on the embedded defaults, then a short summary."""
+    from flows.loop import loop_flow
+
+    out = loop_flow(serve=not args.no_serve, search_budget_s=args.search_budget)
+    print(format_loop_summary(out))
+    return 0
+
+
+def format_loop_summary(out: dict[str, Any]) -> str:
+    """What happened in the loop, in a few lines a newcomer can follow."""
+    lines = ["", "== readmit loop summary ==", format_training_summary(out["trained"])]
+    if out["service"]:
+        lines += [
+            f"service      {out['service']['url']} (bento {out['service']['bento_tag']})",
+            f"try it       {out['service']['curl']}",
+        ]
+    episode = out["replay"]["episode"]
+    lines.append(
+        f"replay       {len(out['replay']['batches'])} batches; drift: "
+        + (
+            f"{episode['scenario']}/{episode['strength']} from batch index {episode['start']}"
+            if episode
+            else "none"
+        )
+    )
+    for b in out["monitoring"]["batches"]:
+        lines.append(
+            f"  monitored  {b['batch_id']:22} severity {b['severity']:8} "
+            f"{', '.join(b['features'][:4])}"
+        )
+    event = "emitted (readmit.drift.detected)" if out["monitoring"]["event"] else "none"
+    lines.append(f"drift event  {event}")
+    r = out["retraining"]
+    if r:
+        verdict = "PROMOTED" if r["promote"] else "rejected"
+        lines.append(
+            f"retraining   challenger {r['challenger']} {verdict}: {'; '.join(r['reasons'])}"
+        )
+        if r.get("deployment"):
+            lines.append(f"redeployed   {r['deployment']}")
+    lines.append(f"audit log    {get_settings().artifact('audit', 'audit.jsonl')}")
+    return "\n".join(lines)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -150,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = msub.add_parser("rollback", help="restore the previous production model")
     rollback.add_argument("--reason", default="manual rollback")
     rollback.set_defaults(func=cmd_models_rollback)
+
+    run = sub.add_parser("run", help="the whole loop: train, serve, replay with drift, retrain")
+    run.add_argument("--no-serve", action="store_true", help="skip building/serving the bento")
+    run.add_argument("--search-budget", type=float, default=60.0, help="seconds per training")
+    run.set_defaults(func=cmd_run)
 
     score = sub.add_parser("score", help="score a CSV of encounters with the production model")
     score.add_argument("input", help="CSV (path or fsspec URL), data-set columns")

@@ -1,0 +1,68 @@
+"""The main job (`make run`): the whole loop on the embedded defaults.
+
+train on the reference window -> build and serve the bento -> replay batches through the service
+with one injected drift episode -> monitor -> (drift) retrain -> gate -> promote -> redeploy.
+
+With `make up`, the drift event fires the `retraining` deployment's trigger on the Prefect
+server. On the temporary local API there is no worker to run a triggered deployment, so this
+flow calls the retraining flow itself when monitoring emitted the event: same code, same event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.deployment import deployment_flow
+from flows.monitoring import monitoring_flow
+from flows.retraining import retraining_flow
+from flows.simulation import simulation_flow
+from flows.training import training_flow
+from readmit import audit
+from readmit.settings import get_settings
+
+
+@flow(name="readmit-loop", log_prints=True)
+def loop_flow(
+    serve: bool = True,
+    n_batches: int = 6,
+    batch_size: int = 2000,
+    scenario: str = "covariate_shift",
+    strength: str = "strong",
+    drift_start: int = 3,
+    search_budget_s: float = 60.0,
+) -> dict[str, Any]:
+    """Train, serve, replay with drift, detect, retrain, gate, promote, redeploy; summarise."""
+    settings, logger = get_settings(), get_run_logger()
+    trained = training_flow(window="reference", search_budget_s=search_budget_s)
+    service = deployment_flow(model_tag=trained["tag"]) if serve else None
+    replay = simulation_flow(
+        n_batches=n_batches,
+        batch_size=batch_size,
+        scenario=scenario,
+        strength=strength,
+        drift_start=drift_start,
+        service_url=service["url"] if service else None,
+    )
+    monitored = monitoring_flow()
+    retrained = None
+    if monitored["event"]:
+        logger.info("drift event emitted: running the retraining flow (the trigger's target)")
+        retrained = retraining_flow(
+            reason="drift detected by the readmit-loop",
+            search_budget_s=search_budget_s,
+            redeploy_service=serve,
+        )
+    return {
+        "trained": trained,
+        "service": service,
+        "replay": replay,
+        "monitoring": monitored,
+        "retraining": retrained,
+        "audit": audit.read(settings.artifacts_uri, last=10),
+    }
+
+
+if __name__ == "__main__":
+    loop_flow()
