@@ -28,6 +28,7 @@ from readmit.settings import Settings, get_settings
 
 Stage = Literal["candidate", "production", "archived"]
 MODEL_FILE = "model.joblib"
+LINEAGE_FILE = "lineage.json"
 
 
 class NoModelError(LookupError):
@@ -118,8 +119,17 @@ def _now() -> str:
 
 
 def _json_safe(obj: Any) -> Any:
-    """Metadata as plain JSON types (BentoML rejects numpy scalars)."""
+    """Metadata as plain JSON types (numpy scalars become numbers)."""
     return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def _bentoml_safe(obj: Any) -> Any:
+    """BentoML's metadata rejects None: drop None values (the exact copy is in lineage.json)."""
+    if isinstance(obj, dict):
+        return {k: _bentoml_safe(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [_bentoml_safe(v) if v is not None else "null" for v in obj]
+    return obj
 
 
 def new_version() -> str:
@@ -139,10 +149,12 @@ def save_model(
     settings = settings or get_settings()
     bentoml = bentoml_module(settings)
     name = f"{settings.model_name}:{version or new_version()}"
+    lineage = _json_safe(metadata)
     with bentoml.models.create(
-        name, labels={"stage": stage}, metadata=_json_safe(metadata)
+        name, labels={"stage": stage}, metadata=_bentoml_safe(lineage)
     ) as bento_model:
         joblib.dump(model, bento_model.path_of(MODEL_FILE))
+        Path(bento_model.path_of(LINEAGE_FILE)).write_text(json.dumps(lineage, indent=2))
         tag = str(bento_model.tag)
     with _locked(settings):
         state = read_state(settings)
@@ -179,14 +191,20 @@ def load_model(tag: str | None = None, settings: Settings | None = None) -> Load
     resolved = str(stored.tag)
     model = joblib.load(stored.path_of(MODEL_FILE))
     stage = state.stages.get(resolved, stored.info.labels.get("stage", "candidate"))
-    return LoadedModel(resolved, model, dict(stored.info.metadata), stage)
+    return LoadedModel(resolved, model, _lineage(stored), stage)
+
+
+def _lineage(stored: Any) -> dict[str, Any]:
+    """Exact lineage (lineage.json); BentoML's own metadata for models saved without it."""
+    path = Path(stored.path_of(LINEAGE_FILE))
+    return json.loads(path.read_text()) if path.exists() else dict(stored.info.metadata)
 
 
 def model_metadata(tag: str, settings: Settings | None = None) -> dict[str, Any]:
     """Metadata (lineage) of a stored model without unpickling it."""
     bentoml = bentoml_module(settings)
     try:
-        return dict(bentoml.models.get(tag).info.metadata)
+        return _lineage(bentoml.models.get(tag))
     except bentoml.exceptions.NotFound as exc:
         raise NoModelError(f"model {tag!r} is not in the store") from exc
 
