@@ -173,6 +173,7 @@ def retraining_flow(
             champion_auc=decision.champion_auc,
         )
         logger.warning("rejected %s: %s", tag, "; ".join(decision.reasons))
+    registry.publish_to_store(tag)
     create_markdown_artifact(
         key="audit-log",
         markdown=audit.as_markdown(audit.read(settings.artifacts_uri, last=20)),

@@ -129,8 +129,9 @@ def register(
         stage = "production"
     else:
         stage = "candidate"
+    exported = registry.publish_to_store(tag)
     logger = get_run_logger()
-    logger.info("registered %s as %s", tag, stage)
+    logger.info("registered %s as %s; exported to %s", tag, stage, exported)
     if not gate.passed:
         logger.warning("absolute gates failed: %s", "; ".join(gate.reasons))
     elif has_production:

@@ -90,7 +90,9 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
     """Promote a model to production (atomic)."""
     from readmit import registry
 
-    print(json.dumps(registry.promote(args.tag, reason=args.reason)))
+    record = registry.promote(args.tag, reason=args.reason)
+    registry.publish_to_store(record["tag"])
+    print(json.dumps(record))
     return 0
 
 
@@ -99,6 +101,7 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
     from readmit import audit, deploy, registry
 
     record = registry.rollback(reason=args.reason)
+    registry.publish_to_store(record["tag"])
     audit.append(
         get_settings().artifacts_uri,
         "rolled_back",

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import joblib
 import yaml
 
+from readmit import storage
 from readmit.settings import Settings, get_settings
 
 Stage = Literal["candidate", "production", "archived"]
@@ -177,7 +178,7 @@ def load_model(tag: str | None = None, settings: Settings | None = None) -> Load
     """
     settings = settings or get_settings()
     state = read_state(settings)
-    wanted = tag or settings.model_tag or state.production
+    wanted = tag or settings.model_tag or state.production or import_production(settings)
     if wanted is None:
         raise NoModelError(
             f"no production model in {settings.bentoml_home}: train one with `readmit train` "
@@ -317,3 +318,61 @@ def rollback(reason: str = "manual", settings: Settings | None = None) -> dict[s
         _write_state(state, settings)
     _mirror_labels(state, settings)
     return record
+
+
+def exported_uri(tag: str, settings: Settings) -> str:
+    """Where a model's archive lives in the artifact store (`bentoml models export`)."""
+    name, version = tag.split(":", 1)
+    return settings.artifact("registry", name, f"{version}.bentomodel")
+
+
+def _store_state_uri(settings: Settings) -> str:
+    return settings.artifact("registry", f"{settings.model_name}-registry.json")
+
+
+def publish_to_store(tag: str, settings: Settings | None = None) -> str:
+    """Export a model to the artifact store (local folder or s3://) and mirror the registry file.
+
+    A service or worker on another machine, with an empty BENTOML_HOME, then imports the
+    production model from there. The archive is written before the registry file that points
+    to it, so a reader never sees a pointer to a missing model.
+    """
+    settings = settings or get_settings()
+    bentoml = bentoml_module(settings)
+    uri = exported_uri(tag, settings)
+    if not storage.exists(uri):
+        with tempfile.TemporaryDirectory() as scratch:
+            archive = bentoml.models.export_model(tag, f"{scratch}/model.bentomodel")
+            storage.write_bytes(uri, Path(archive).read_bytes())
+    storage.write_json(_store_state_uri(settings), read_state(settings).__dict__)
+    return uri
+
+
+def import_production(settings: Settings | None = None) -> str | None:
+    """Import the artifact store's production model into an empty local store; its tag or None."""
+    settings = settings or get_settings()
+    state_uri = _store_state_uri(settings)
+    if not storage.exists(state_uri):
+        return None
+    remote = RegistryState(**storage.read_json(state_uri))
+    if remote.production is None or not storage.exists(exported_uri(remote.production, settings)):
+        return None
+    bentoml = bentoml_module(settings)
+    try:
+        bentoml.models.get(remote.production)
+    except bentoml.exceptions.NotFound:
+        bentoml.models.import_model(exported_uri(remote.production, settings))
+    with _locked(settings):
+        local = read_state(settings)
+        local.production = remote.production
+        local.stages[remote.production] = "production"
+        local.history.append(
+            {
+                "at": _now(),
+                "event": "imported",
+                "tag": remote.production,
+                "source": exported_uri(remote.production, settings),
+            }
+        )
+        _write_state(local, settings)
+    return remote.production

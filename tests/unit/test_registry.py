@@ -66,3 +66,22 @@ def test_promoting_an_unknown_tag_changes_nothing(fresh_settings):
     assert registry.read_state() == before
     history = json.dumps(before.history)
     assert "doesnotexist" not in history
+
+
+def test_empty_store_imports_production_model_from_artifact_store(
+    fresh_settings, tmp_path, monkeypatch
+):
+    from readmit.settings import get_settings
+
+    tag = registry.save_model(_model(5), {"threshold": 0.4, "note": None})
+    registry.promote(tag)
+    registry.publish_to_store(tag)
+    # Another machine: same artifact store, its own empty model store.
+    monkeypatch.setenv("READMIT_BENTOML_HOME", str(tmp_path / "other-home"))
+    get_settings.cache_clear()
+    other = get_settings()
+    # BentoML keeps one store per process: import into it, then read state of the new home.
+    assert registry.read_state(other).production is None
+    assert registry.import_production(other) == tag
+    assert registry.read_state(other).production == tag
+    assert registry.load_model(settings=other).metadata["note"] is None
