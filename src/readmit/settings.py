@@ -69,6 +69,18 @@ class Settings(BaseSettings):
     # Serving
     service_port: int = 3000
     max_batch_size: int = 1000
+    max_request_bytes: int = Field(
+        default=4 * 1024 * 1024, gt=0, description="Largest request body the service reads."
+    )
+    prediction_log_dir: str | None = Field(
+        default=None,
+        description="Local folder of the service's prediction logs (bentoml.monitor); unset: "
+        "<artifacts>/prediction_logs for a local artifact store, else .run/prediction_logs.",
+    )
+    serve_workers: int = Field(default=1, ge=1, description="Worker processes per service.")
+    adaptive_batching: bool = Field(
+        default=False, description="Micro-batch concurrent /predict calls (measured: see DESIGN)."
+    )
 
     def artifact(self, *parts: str) -> str:
         """URL of an artifact below the store root (works for paths and fsspec URLs)."""

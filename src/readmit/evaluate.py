@@ -1,0 +1,229 @@
+"""Holdout evaluation: discrimination, calibration, an operating threshold, subgroups, gates.
+
+Every result converts to plain JSON (`to_dict()`), because the registry stores it as metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    log_loss,
+    precision_recall_curve,
+    roc_auc_score,
+)
+
+from readmit.features import MISSING, make_label
+
+SUBGROUP_ATTRIBUTES = ("race", "gender", "age")
+SMALL_GROUP = 200
+"""Subgroups with fewer encounters than this are flagged `small` (their metrics are noisy)."""
+CALIBRATION_BINS = 10
+ThresholdRule = Literal["model", "max_f1_holdout"]
+
+
+def max_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    """Probability threshold that maximises F1 (flag at or above it).
+
+    Used on patient-grouped out-of-fold TRAINING predictions (see `readmit.train`), so the
+    holdout never influences the operating point. F1 balances missed readmissions against
+    false alarms without assuming a cost ratio nobody has given us.
+    """
+    precision, recall, thresholds = precision_recall_curve(y, p)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return float(thresholds[int(np.argmax(f1[:-1]))])
+
+
+def threshold_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float | None]:
+    """Sensitivity, specificity, PPV, NPV, F1 and the flagged share at a threshold."""
+    flag = p >= threshold
+    tp = int(np.sum(flag & (y == 1)))
+    fp = int(np.sum(flag & (y == 0)))
+    fn = int(np.sum(~flag & (y == 1)))
+    tn = int(np.sum(~flag & (y == 0)))
+
+    def ratio(a: int, b: int) -> float | None:
+        return round(a / b, 6) if b else None
+
+    return {
+        "sensitivity": ratio(tp, tp + fn),
+        "specificity": ratio(tn, tn + fp),
+        "ppv": ratio(tp, tp + fp),
+        "npv": ratio(tn, tn + fn),
+        "f1": ratio(2 * tp, 2 * tp + fp + fn),
+        "flagged_share": ratio(tp + fp, len(y)),
+    }
+
+
+def calibration_table(y: np.ndarray, p: np.ndarray, n_bins: int = CALIBRATION_BINS) -> dict:
+    """Reliability bins of equal size (quantiles of the predictions) and the ECE.
+
+    Equal-count bins, because readmission risks crowd below 0.2: fixed-width bins would put
+    almost everything in two bins. ECE = sum over bins of |observed - predicted| x bin share.
+    """
+    order = np.argsort(p, kind="stable")
+    bins = [b for b in np.array_split(order, n_bins) if len(b)]
+    predicted = [float(np.mean(p[b])) for b in bins]
+    observed = [float(np.mean(y[b])) for b in bins]
+    counts = [len(b) for b in bins]
+    ece = sum(abs(o - q) * n for o, q, n in zip(observed, predicted, counts, strict=True)) / len(y)
+    return {
+        "mean_predicted": [round(v, 6) for v in predicted],
+        "observed_rate": [round(v, 6) for v in observed],
+        "count": counts,
+        "ece": round(float(ece), 6),
+    }
+
+
+def core_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
+    """ROC AUC, PR AUC, Brier and log loss; AUCs are None when only one class is present."""
+    both = 0 < int(y.sum()) < len(y)
+    clipped = np.clip(p, 1e-15, 1 - 1e-15)
+    return {
+        "roc_auc": round(float(roc_auc_score(y, p)), 6) if both else None,
+        "pr_auc": round(float(average_precision_score(y, p)), 6) if both else None,
+        "brier": round(float(brier_score_loss(y, p)), 6),
+        "log_loss": round(float(log_loss(y, clipped, labels=[0, 1])), 6),
+    }
+
+
+@dataclass
+class Evaluation:
+    """Holdout evaluation of one model; all fields are JSON-ready."""
+
+    label_definition: str
+    threshold: float
+    threshold_rule: str
+    metrics: dict[str, Any]
+    calibration: dict[str, Any]
+    subgroups: list[dict[str, Any]] = field(default_factory=list)
+
+    def headline(self) -> dict[str, float]:
+        """The figures people compare: ROC AUC, PR AUC, Brier, log loss, ECE."""
+        return {k: self.metrics[k] for k in ("roc_auc", "pr_auc", "brier", "log_loss", "ece")}
+
+    def subgroup_rows(self) -> list[dict[str, Any]]:
+        """One row per (attribute, group) with its size and metrics."""
+        return [dict(r) for r in self.subgroups]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (the registry's metadata)."""
+        return {
+            "label_definition": self.label_definition,
+            "threshold": self.threshold,
+            "threshold_rule": self.threshold_rule,
+            "metrics": dict(self.metrics),
+            "calibration": dict(self.calibration),
+            "subgroups": self.subgroup_rows(),
+        }
+
+
+def subgroup_table(
+    frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, threshold: float, small: int = SMALL_GROUP
+) -> list[dict[str, Any]]:
+    """The same metrics per race, gender and age band, with sizes; small groups flagged."""
+    rows = []
+    for attribute in SUBGROUP_ATTRIBUTES:
+        values = frame[attribute].astype("object").where(frame[attribute].notna(), MISSING)
+        for group in sorted(values.unique(), key=str):
+            mask = (values == group).to_numpy()
+            yg, pg = y[mask], p[mask]
+            rows.append(
+                {
+                    "attribute": attribute,
+                    "group": str(group),
+                    "n": int(mask.sum()),
+                    "positives": int(yg.sum()),
+                    "small": bool(mask.sum() < small),
+                    "mean_predicted": round(float(pg.mean()), 6),
+                    **core_metrics(yg, pg),
+                    **threshold_metrics(yg, pg, threshold),
+                }
+            )
+    return rows
+
+
+def evaluate_model(
+    model: Any,
+    holdout_frame: pd.DataFrame,
+    *,
+    label: Literal["<30", "any"] = "<30",
+    threshold: float | None = None,
+) -> Evaluation:
+    """Evaluate a fitted model on a (patient-disjoint) holdout of raw encounters.
+
+    Threshold rule: an explicit `threshold` if given; otherwise the model's own `threshold_`,
+    which training chose to maximise F1 on patient-grouped out-of-fold TRAINING predictions
+    (`max_f1_oof`). Only a model without one falls back to maximising F1 on this holdout, and the
+    rule then says so (`max_f1_holdout`, optimistic).
+    """
+    y = make_label(holdout_frame, label).astype(np.int64)
+    p = np.asarray(model.predict_proba(holdout_frame))[:, 1].astype(np.float64)
+    if threshold is not None:
+        rule = "given"
+    elif getattr(model, "threshold_", None) is not None:
+        threshold, rule = float(model.threshold_), str(getattr(model, "threshold_rule_", "model"))
+    else:
+        threshold, rule = max_f1_threshold(y, p), "max_f1_holdout"
+    calibration = calibration_table(y, p)
+    metrics = {
+        "n": len(y),
+        "positives": int(y.sum()),
+        "prevalence": round(float(y.mean()), 6),
+        "mean_predicted": round(float(p.mean()), 6),
+        **core_metrics(y, p),
+        "ece": calibration["ece"],
+        **threshold_metrics(y, p, threshold),
+    }
+    subgroups = subgroup_table(holdout_frame, y, p, threshold)
+    return Evaluation(label, round(float(threshold), 6), rule, metrics, calibration, subgroups)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Absolute gates for a first production model: pass/fail and every failing reason."""
+
+    passed: bool
+    reasons: list[str]
+    checked: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return {"passed": self.passed, "reasons": list(self.reasons), "checked": list(self.checked)}
+
+
+def check_absolute_gates(
+    evaluation: Evaluation,
+    min_roc_auc: float,
+    max_subgroup_auc_gap: float,
+    subgroup_min_size: int,
+) -> GateDecision:
+    """A floor on holdout ROC AUC, and no (large enough) subgroup far below the overall AUC.
+
+    Subgroups smaller than `subgroup_min_size`, or with one class only, are too noisy to gate on;
+    they are listed in `checked` as skipped.
+    """
+    overall = evaluation.metrics["roc_auc"]
+    reasons: list[str] = []
+    checked: list[str] = []
+    if overall is None or overall < min_roc_auc:
+        reasons.append(f"holdout ROC AUC {overall} is below the floor {min_roc_auc}")
+    checked.append(f"holdout ROC AUC {overall} vs floor {min_roc_auc}")
+    for row in evaluation.subgroups:
+        name = f"{row['attribute']}={row['group']}"
+        if row["n"] < subgroup_min_size or row["roc_auc"] is None:
+            checked.append(f"{name}: skipped (n={row['n']})")
+            continue
+        gap = (overall or 0.0) - row["roc_auc"]
+        checked.append(f"{name}: ROC AUC {row['roc_auc']:.4f} (gap {gap:+.4f})")
+        if gap > max_subgroup_auc_gap:
+            reasons.append(
+                f"subgroup {name} (n={row['n']}) ROC AUC {row['roc_auc']:.4f} is {gap:.4f} below "
+                f"the overall {overall:.4f} (max gap {max_subgroup_auc_gap})"
+            )
+    return GateDecision(not reasons, reasons, checked)

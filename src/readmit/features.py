@@ -1,0 +1,493 @@
+"""Feature engineering: scikit-learn transformers shared by training, batch scoring and serving.
+
+The fitted pipeline is `PatientHistory -> EncounterFeatures -> FeatureEncoder -> classifier`.
+Every transformer has a vectorised batch mode (`transform`, a frame) and a per-record mode used by
+`readmit.fastpath`; both read the same fitted tables (categories, the patient-history store), and
+a parity test on real rows keeps the two modes equal.
+
+Leakage rules (see DESIGN.md): patient history only ever uses EARLIER encounters (encounter_id
+order is the time proxy), and patients are only known by a salted hash of `patient_nbr`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from readmit.schema import (
+    AGE_BANDS,
+    COLUMN_BY_NAME,
+    INPUT_COLUMNS,
+    LABEL_COLUMN,
+    MEDICATIONS,
+    Kind,
+)
+
+LabelDefinition = Literal["<30", "any"]
+MISSING = "missing"
+"""Category of a missing categorical value ("?" in the data)."""
+
+DIAG_COLUMNS = ("diag_1", "diag_2", "diag_3")
+UTILISATION_COLUMNS = ("number_outpatient", "number_emergency", "number_inpatient")
+# Raw categorical columns one-hot encoded as they are (coded ids become strings "1", "2", ...).
+CATEGORICAL_INPUTS = tuple(
+    c.name
+    for c in (COLUMN_BY_NAME[n] for n in INPUT_COLUMNS)
+    if c.kind is Kind.CATEGORY or (c.kind is Kind.INT and c.values is not None)
+)
+NUMERIC_INPUTS = tuple(
+    n for n in INPUT_COLUMNS if COLUMN_BY_NAME[n].kind is Kind.INT and n not in CATEGORICAL_INPUTS
+)
+AGE_MIDPOINTS: dict[str, float] = {band: 5.0 + 10 * i for i, band in enumerate(AGE_BANDS)}
+"""Ordinal age: the midpoint of the ten-year band (`[70-80)` -> 75)."""
+
+# Strack et al. (2014) ICD-9 groups: (group, inclusive ranges of the integer part of the code).
+ICD9_RANGES: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = (
+    ("circulatory", ((390, 459), (785, 785))),
+    ("respiratory", ((460, 519), (786, 786))),
+    ("digestive", ((520, 579), (787, 787))),
+    ("diabetes", ((250, 250),)),
+    ("injury", ((800, 999),)),
+    ("musculoskeletal", ((710, 739),)),
+    ("genitourinary", ((580, 629), (788, 788))),
+    ("neoplasms", ((140, 239),)),
+)
+ICD9_GROUPS = (*(g for g, _ in ICD9_RANGES), "other", "v_code", "e_code", MISSING)
+
+
+def is_missing(value: Any) -> bool:
+    """True for None, pandas <NA> and NaN: the three ways a missing field arrives."""
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
+def icd9_group(code: Any) -> str:
+    """Clinical group of an ICD-9 code (Strack et al. 2014); V and E codes get their own groups.
+
+    V codes are supplementary factors (e.g. V57 rehabilitation), E codes external causes of
+    injury; both differ in readmission risk from "other", so they are kept apart.
+    """
+    if is_missing(code) or not str(code).strip():
+        return MISSING
+    text = str(code).strip().upper()
+    if text[0] == "V":
+        return "v_code"
+    if text[0] == "E":
+        return "e_code"
+    try:
+        number = int(float(text))
+    except ValueError:
+        return "other"
+    for group, ranges in ICD9_RANGES:
+        if any(lo <= number <= hi for lo, hi in ranges):
+            return group
+    return "other"
+
+
+def icd9_category(code: Any) -> str:
+    """Three-character ICD-9 category (`428.31` -> `428`, `V57.1` -> `V57`); finer than groups."""
+    if is_missing(code) or not str(code).strip():
+        return MISSING
+    return str(code).strip().upper().split(".", 1)[0]
+
+
+def make_label(frame: pd.DataFrame, definition: LabelDefinition = "<30") -> np.ndarray:
+    """Binary outcome: readmitted within 30 days (`<30`, the clinical standard) or at all (`any`).
+
+    Raises:
+        ValueError: unknown definition, no `readmitted` column, or missing outcomes.
+    """
+    if definition not in ("<30", "any"):
+        raise ValueError(f"label definition must be '<30' or 'any', got {definition!r}")
+    if LABEL_COLUMN not in frame:
+        raise ValueError(f"the frame has no '{LABEL_COLUMN}' column: no label to learn from")
+    outcome = frame[LABEL_COLUMN]
+    if outcome.isna().any():
+        raise ValueError(f"'{LABEL_COLUMN}' is missing in {int(outcome.isna().sum())} rows")
+    positive = outcome.eq("<30") if definition == "<30" else outcome.ne("NO")
+    return positive.to_numpy(dtype=np.int8)
+
+
+def require_columns(frame: pd.DataFrame, columns: Sequence[str]) -> None:
+    """Raise a ValueError naming every required column the frame lacks."""
+    absent = [c for c in columns if c not in frame.columns]
+    if absent:
+        raise ValueError(f"missing required encounter fields: {', '.join(absent)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Patient history
+# --------------------------------------------------------------------------------------------
+
+HISTORY_FEATURES = (
+    "hist_n_prior",
+    "hist_n_prior_lt30",
+    "hist_n_prior_readmit",
+    "hist_prior_days",
+    "hist_prev_lt30",
+    "hist_prev_readmit",
+)
+"""History of a patient BEFORE an encounter: counts, outcomes where known, days in hospital."""
+HistoryState = tuple[int, int, int, int, int, int]
+Entry = tuple[int, int, int]
+NO_HISTORY: HistoryState = (0, 0, 0, 0, 0, 0)
+
+
+def advance(state: HistoryState, lt30: int, readmit: int, days: int) -> HistoryState:
+    """History after one more encounter (its outcome flags 0 when unknown)."""
+    n, n_lt30, n_readmit, total_days, _, _ = state
+    return (n + 1, n_lt30 + lt30, n_readmit + readmit, total_days + days, lt30, readmit)
+
+
+def salted_hash(salt: str, value: Any, purpose: bytes) -> int | None:
+    """Keyed blake2b (64 bit) of an identifier; None when the identifier is missing.
+
+    `purpose` separates the patient and encounter key spaces. The raw value is never kept.
+    """
+    if is_missing(value):
+        return None
+    digest = hashlib.blake2b(
+        str(int(value)).encode(), key=salt.encode()[:64], person=purpose, digest_size=8
+    )
+    return int.from_bytes(digest.digest(), "little")
+
+
+def outcome_entry(label: Any, days: Any) -> Entry:
+    """(<30, any readmission, days in hospital) of one encounter; 0 where unknown."""
+    known = not is_missing(label)
+    lt30 = int(known and label == "<30")
+    readmit = int(known and label in ("<30", ">30"))
+    return lt30, readmit, 0 if is_missing(days) else int(days)
+
+
+class PatientHistory(TransformerMixin, BaseEstimator):
+    """Appends `HISTORY_FEATURES`, computed only from earlier encounters of the same patient.
+
+    `fit` learns a patient-history store from the training frame: per salted patient hash, the
+    running history before each of its encounters, and a salted encounter hash -> position index.
+    Neither raw patient numbers nor encounter ids are stored. At transform time a row's history is:
+
+    * a stored encounter (seen in fit): the stored history before it, nothing else (so
+      transforming the training frame, or any part of it, reproduces its leak-free history);
+    * a new encounter of a known patient: everything stored for the patient (new encounters are
+      assumed later than the data the model saw) plus earlier new rows of the same frame;
+    * an unknown patient: earlier rows of the same frame only;
+    * no `patient_nbr` (or it is missing): no history known.
+
+    Earlier outcomes count where the frame carries `readmitted`; unknown outcomes count as 0.
+
+    Args:
+        salt: Secret salt of the patient/encounter hashes (`settings.history_salt`).
+    """
+
+    def __init__(self, salt: str = "readmit") -> None:
+        self.salt = salt
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> PatientHistory:
+        """Build the history store from the encounters in `X` (needs ids; else an empty store)."""
+        self.store_: dict[int, list[HistoryState]] = {}
+        self.encounter_index_: dict[int, tuple[int, int]] = {}
+        if {"patient_nbr", "encounter_id"} <= set(X.columns):
+            pkeys, ekeys = self._keys(X)
+            entries = frame_entries(X)
+            for i in np.argsort(_order_values(X), kind="stable"):
+                self._store_row(pkeys[i], ekeys[i], entries[i])
+        self.n_stored_ = len(self.encounter_index_)
+        return self
+
+    def _store_row(self, pkey: int | None, ekey: int | None, entry: Entry) -> None:
+        if pkey is None or ekey is None or ekey in self.encounter_index_:
+            return
+        states = self.store_.setdefault(pkey, [NO_HISTORY])
+        self.encounter_index_[ekey] = (pkey, len(states) - 1)
+        states.append(advance(states[-1], *entry))
+
+    def _keys(self, X: pd.DataFrame) -> tuple[list[int | None], list[int | None]]:
+        return (
+            _hash_column(X, "patient_nbr", self.salt, b"patient"),
+            _hash_column(X, "encounter_id", self.salt, b"encounter"),
+        )
+
+    def record_keys(self, record: Mapping[str, Any]) -> tuple[int | None, int | None]:
+        """Salted (patient, encounter) keys of one record dict; None where absent."""
+        return (
+            salted_hash(self.salt, record.get("patient_nbr"), b"patient"),
+            salted_hash(self.salt, record.get("encounter_id"), b"encounter"),
+        )
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        """The frame with the history columns appended (rows and order unchanged)."""
+        check_is_fitted(self, "store_")
+        pkeys, ekeys = self._keys(X)
+        order = _order_values(X) if "encounter_id" in X else [None] * len(X)
+        states = self.history(pkeys, ekeys, list(order), frame_entries(X))
+        out = X.copy()
+        values = np.asarray(states, dtype=np.int64).reshape(len(X), len(HISTORY_FEATURES))
+        for j, name in enumerate(HISTORY_FEATURES):
+            out[name] = values[:, j]
+        return out
+
+    def history(
+        self,
+        pkeys: Sequence[int | None],
+        ekeys: Sequence[int | None],
+        order: Sequence[Any],
+        entries: Sequence[Entry],
+    ) -> list[HistoryState]:
+        """History before each row: the one implementation behind batch and per-record paths."""
+        states: list[HistoryState] = [NO_HISTORY] * len(pkeys)
+        pending: dict[int, list[int]] = {}
+        for i, (pkey, ekey) in enumerate(zip(pkeys, ekeys, strict=True)):
+            if pkey is None:
+                continue
+            hit = self.encounter_index_.get(ekey) if ekey is not None else None
+            if hit is not None and hit[0] == pkey:
+                states[i] = self.store_[pkey][hit[1]]
+                continue
+            states[i] = self.store_.get(pkey, [NO_HISTORY])[-1]
+            if not is_missing(order[i]):
+                pending.setdefault(pkey, []).append(i)
+        for rows in pending.values():
+            _accumulate(rows, states, order, entries)
+        return states
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Input columns (when given) followed by the history columns."""
+        return np.asarray([*(input_features or []), *HISTORY_FEATURES], dtype=object)
+
+
+def _accumulate(
+    rows: list[int], states: list[HistoryState], order: Sequence[Any], entries: Sequence[Entry]
+) -> None:
+    """Add earlier new rows of one patient (strictly earlier: equal encounter ids do not count)."""
+    if len(rows) < 2:
+        return
+    rows = sorted(rows, key=lambda i: order[i])
+    state, start = states[rows[0]], 0
+    while start < len(rows):
+        end = start
+        while end < len(rows) and order[rows[end]] == order[rows[start]]:
+            states[rows[end]] = state
+            end += 1
+        for i in rows[start:end]:
+            state = advance(state, *entries[i])
+        start = end
+
+
+def frame_entries(X: pd.DataFrame) -> list[Entry]:
+    """Vectorised `outcome_entry` of every row (outcome unknown without `readmitted`)."""
+    n = len(X)
+    label = X[LABEL_COLUMN] if LABEL_COLUMN in X else pd.Series([None] * n, dtype="string")
+    lt30 = label.eq("<30").fillna(False).to_numpy(dtype=np.int64)
+    readmit = label.isin(["<30", ">30"]).fillna(False).to_numpy(dtype=np.int64)
+    days = np.zeros(n, dtype=np.int64)
+    if "time_in_hospital" in X:
+        days = pd.to_numeric(X["time_in_hospital"], errors="coerce").fillna(0).to_numpy()
+    return list(zip(lt30.tolist(), readmit.tolist(), days.astype(np.int64).tolist(), strict=True))
+
+
+def _order_values(X: pd.DataFrame) -> np.ndarray:
+    """encounter_id as float (time order); NaN when missing."""
+    return pd.to_numeric(X["encounter_id"], errors="coerce").astype("float64").to_numpy()
+
+
+def _hash_column(X: pd.DataFrame, column: str, salt: str, purpose: bytes) -> list[int | None]:
+    """Salted hashes of an id column (each distinct value hashed once); Nones if absent."""
+    if column not in X:
+        return [None] * len(X)
+    codes, uniques = pd.factorize(X[column].to_numpy(dtype=object), use_na_sentinel=True)
+    hashed = [salted_hash(salt, v, purpose) for v in uniques]
+    return [hashed[c] if c >= 0 else None for c in codes]
+
+
+# --------------------------------------------------------------------------------------------
+# Encounter features
+# --------------------------------------------------------------------------------------------
+
+NUMERIC_NAMES = (
+    *NUMERIC_INPUTS,
+    "age_years",
+    "utilisation_total",
+    "meds_used",
+    "meds_up",
+    "meds_down",
+    "meds_changed",
+    "n_diabetes_diagnoses",
+)
+
+
+class EncounterFeatures(TransformerMixin, BaseEstimator):
+    """Cleaning and per-encounter features from the raw fields (stateless apart from names).
+
+    Numeric: the raw counts, ordinal age, utilisation total (outpatient + emergency + inpatient),
+    medication counts (used, up, down, changed over `schema.MEDICATIONS`), number of diabetes
+    diagnoses, plus any history columns present. Categorical (strings, missing -> "missing"):
+    the coded and categorical raw fields, ICD-9 groups of diag_1..3 and, with `icd9_detail`,
+    their three-character ICD-9 categories.
+
+    Args:
+        icd9_detail: Also emit the three-character ICD-9 categories of diag_1..3.
+    """
+
+    def __init__(self, icd9_detail: bool = True) -> None:
+        self.icd9_detail = icd9_detail
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> EncounterFeatures:
+        """Record the output columns (nothing is learned from the data)."""
+        require_columns(X, INPUT_COLUMNS)
+        self.history_columns_ = [c for c in HISTORY_FEATURES if c in X.columns]
+        self.numeric_columns_ = [*NUMERIC_NAMES, *self.history_columns_]
+        self.categorical_columns_ = [*CATEGORICAL_INPUTS, *self._diag_names()]
+        return self
+
+    def _diag_names(self) -> list[str]:
+        names = [f"{d}_group" for d in DIAG_COLUMNS]
+        return names + ([f"{d}_category" for d in DIAG_COLUMNS] if self.icd9_detail else [])
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Numeric columns as float64 (NaN = missing), categorical ones as object strings."""
+        check_is_fitted(self, "numeric_columns_")
+        require_columns(X, [*INPUT_COLUMNS, *self.history_columns_])
+        numeric = {c: _float(X[c]) for c in NUMERIC_INPUTS}
+        numeric["age_years"] = X["age"].map(AGE_MIDPOINTS).astype("float64").to_numpy()
+        numeric["utilisation_total"] = sum(numeric[c] for c in UTILISATION_COLUMNS)
+        states = {s: _state_matrix(X, s) for s in ("Up", "Down", "No")}
+        numeric["meds_used"] = len(MEDICATIONS) - states["No"].sum(axis=1).astype("float64")
+        numeric["meds_up"] = states["Up"].sum(axis=1).astype("float64")
+        numeric["meds_down"] = states["Down"].sum(axis=1).astype("float64")
+        numeric["meds_changed"] = numeric["meds_up"] + numeric["meds_down"]
+        groups = {d: _map_unique(X[d], icd9_group) for d in DIAG_COLUMNS}
+        numeric["n_diabetes_diagnoses"] = sum(
+            (g == "diabetes").astype("float64") for g in groups.values()
+        )
+        numeric.update({c: _float(X[c]) for c in self.history_columns_})
+        cats = {c: _map_unique(X[c], _text) for c in CATEGORICAL_INPUTS}
+        cats.update({f"{d}_group": groups[d] for d in DIAG_COLUMNS})
+        if self.icd9_detail:
+            cats.update({f"{d}_category": _map_unique(X[d], icd9_category) for d in DIAG_COLUMNS})
+        return pd.DataFrame({**numeric, **cats}, index=X.index)[self.get_feature_names_out()]
+
+    def transform_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Per-record twin of `transform` for one raw encounter dict (None = missing)."""
+        out: dict[str, Any] = {c: _num(record.get(c)) for c in NUMERIC_INPUTS}
+        out["age_years"] = AGE_MIDPOINTS.get(record.get("age"), np.nan)  # type: ignore[arg-type]
+        out["utilisation_total"] = sum(out[c] for c in UTILISATION_COLUMNS)
+        states = [record.get(m) for m in MEDICATIONS]
+        out["meds_used"] = float(len(MEDICATIONS) - states.count("No"))
+        out["meds_up"] = float(states.count("Up"))
+        out["meds_down"] = float(states.count("Down"))
+        out["meds_changed"] = out["meds_up"] + out["meds_down"]
+        groups = {d: icd9_group(record.get(d)) for d in DIAG_COLUMNS}
+        out["n_diabetes_diagnoses"] = float(sum(g == "diabetes" for g in groups.values()))
+        out.update({c: _num(record.get(c)) for c in self.history_columns_})
+        out.update({c: _text(record.get(c)) for c in CATEGORICAL_INPUTS})
+        out.update({f"{d}_group": groups[d] for d in DIAG_COLUMNS})
+        if self.icd9_detail:
+            out.update({f"{d}_category": icd9_category(record.get(d)) for d in DIAG_COLUMNS})
+        return out
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Numeric columns, then categorical ones."""
+        check_is_fitted(self, "numeric_columns_")
+        return np.asarray([*self.numeric_columns_, *self.categorical_columns_], dtype=object)
+
+
+def _state_matrix(X: pd.DataFrame, state: str) -> np.ndarray:
+    """rows x medications: True where the medication is in `state`."""
+    return np.column_stack([X[m].eq(state).fillna(False).to_numpy(dtype=bool) for m in MEDICATIONS])
+
+
+def _float(column: pd.Series) -> np.ndarray:
+    return pd.to_numeric(column, errors="coerce").astype("float64").to_numpy()
+
+
+def _num(value: Any) -> float:
+    if is_missing(value):
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _text(value: Any) -> str:
+    """Category text: "missing" for NA; coded ids (ints) become their decimal text."""
+    return MISSING if is_missing(value) else str(value)
+
+
+def _map_unique(column: pd.Series, fn: Callable[[Any], str]) -> np.ndarray:
+    """Apply a scalar function once per distinct value (codes repeat a lot)."""
+    codes, uniques = pd.factorize(column.to_numpy(dtype=object), use_na_sentinel=True)
+    mapped = np.asarray([fn(v) for v in uniques] + [fn(None)], dtype=object)
+    return mapped[codes]
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding
+# --------------------------------------------------------------------------------------------
+
+
+class FeatureEncoder(TransformerMixin, BaseEstimator):
+    """Dense float32 design matrix: numeric columns as they are, categoricals one-hot.
+
+    Categories seen fewer than `min_frequency` times in fit, and unknown ones at transform time,
+    share one `<column>=other` indicator, so the width never changes. The matrix is DENSE on
+    purpose: XGBoost reads the zeros of a sparse matrix as missing, so a dense per-record vector
+    would not reproduce a sparse pipeline's probabilities. Dense in, dense out, everywhere.
+
+    Args:
+        min_frequency: Minimum count of a category in fit to get its own indicator.
+    """
+
+    def __init__(self, min_frequency: int = 100) -> None:
+        self.min_frequency = min_frequency
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> FeatureEncoder:
+        """Learn which columns are categorical and their frequent categories."""
+        self.categorical_columns_ = [c for c in X.columns if X[c].dtype == object]
+        self.numeric_columns_ = [c for c in X.columns if c not in self.categorical_columns_]
+        self.categories_: dict[str, list[str]] = {}
+        for c in self.categorical_columns_:
+            counts = pd.Series(X[c]).value_counts()
+            self.categories_[c] = sorted(str(v) for v in counts.index[counts >= self.min_frequency])
+        names = list(self.numeric_columns_)
+        self.index_: dict[str, dict[str, int]] = {}
+        self.other_index_: dict[str, int] = {}
+        for c in self.categorical_columns_:
+            self.index_[c] = {v: len(names) + i for i, v in enumerate(self.categories_[c])}
+            names += [f"{c}={v}" for v in self.categories_[c]]
+            self.other_index_[c] = len(names)
+            names.append(f"{c}=other")
+        self.feature_names_out_ = np.asarray(names, dtype=object)
+        return self
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        """float32 matrix (rows x `get_feature_names_out()`), NaN for missing numbers."""
+        check_is_fitted(self, "feature_names_out_")
+        require_columns(X, [*self.numeric_columns_, *self.categorical_columns_])
+        out = np.zeros((len(X), len(self.feature_names_out_)), dtype=np.float32)
+        k = len(self.numeric_columns_)
+        out[:, :k] = X[self.numeric_columns_].to_numpy(dtype=np.float64, na_value=np.nan)
+        rows = np.arange(len(X))
+        for c in self.categorical_columns_:
+            idx = pd.Series(X[c].to_numpy(dtype=object)).map(self.index_[c])
+            out[rows, idx.fillna(self.other_index_[c]).to_numpy(dtype=np.int64)] = 1.0
+        return out
+
+    def encode_record(self, features: Mapping[str, Any]) -> np.ndarray:
+        """Per-record twin of `transform`: one float32 row from `EncounterFeatures` output."""
+        row = [features[c] for c in self.numeric_columns_]
+        row += [0.0] * (len(self.feature_names_out_) - len(row))
+        for c in self.categorical_columns_:
+            row[self.index_[c].get(features[c], self.other_index_[c])] = 1.0
+        return np.asarray(row, dtype=np.float32)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of the design-matrix columns (`col=value` for indicators)."""
+        check_is_fitted(self, "feature_names_out_")
+        return self.feature_names_out_

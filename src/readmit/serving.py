@@ -1,0 +1,608 @@
+"""Pure helpers of the HTTP service: request models, request -> record, scoring, error bodies,
+Prometheus metrics, prediction-log columns, and the ASGI guard in front of the API.
+
+`bentos/readmission/service.py` only wires these to BentoML. Everything here can be unit-tested
+without a server. No function here logs or returns a patient or encounter identifier.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from readmit.data import coerce_types
+from readmit.schema import COLUMN_BY_NAME, ID_COLUMNS, INPUT_COLUMNS, Kind, encounter_model
+from readmit.scoring import risk_labels
+from readmit.settings import PROJECT_ROOT, Settings
+
+MONITOR_NAME = "readmission_predictions"
+"""Folder (under the prediction log dir) that bentoml.monitor writes `data/*.log` JSON lines to."""
+HISTORY_KEY = "patient_nbr"
+"""Optional request field for the patient-history lookup; never logged, echoed or counted."""
+MAX_IDENTIFIER = 2**53
+"""Largest accepted patient number: exact in float64, which pandas may pass ids through."""
+PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+
+# --------------------------------------------------------------------------- request / response
+
+
+@cache
+def predict_request_model() -> type[BaseModel]:
+    """One encounter as sent to /predict: the data contract plus an optional `patient_nbr`.
+
+    The encounter fields come from `schema.encounter_model()` (the same definitions as the GX
+    suite); only the history key is added here.
+    """
+    return create_model(
+        "EncounterRequest",
+        __base__=encounter_model(),
+        patient_nbr=(
+            int | None,
+            Field(
+                default=None,
+                ge=1,
+                le=MAX_IDENTIFIER,
+                description="Optional. Only used to look up the patient's earlier encounters "
+                "when the model has history features; never logged or returned.",
+            ),
+        ),
+    )
+
+
+@cache
+def batch_request_model(max_batch_size: int) -> type[BaseModel]:
+    """Body of /predict_batch: `{"encounters": [...]}` with 1 to `max_batch_size` items.
+
+    An object (not a bare list) so that malformed JSON is rejected by pydantic's own parser as
+    a 400, and so the body can grow fields later without breaking clients.
+    """
+    item = predict_request_model()
+    return create_model(
+        "BatchRequest",
+        __config__=ConfigDict(extra="forbid"),
+        encounters=(
+            list[item],  # type: ignore[valid-type]
+            Field(
+                min_length=1,
+                max_length=max_batch_size,
+                description=f"1 to {max_batch_size} encounters, scored in order.",
+            ),
+        ),
+    )
+
+
+class Prediction(BaseModel):
+    """Result for one encounter."""
+
+    probability: float = Field(description="Predicted probability of the label (e.g. <30 days).")
+    risk: Literal["high", "low"] = Field(description="'high' at or above the model threshold.")
+    threshold: float = Field(description="The model's operating threshold.")
+    model_tag: str
+
+
+class RowPrediction(BaseModel):
+    """Result for one encounter of a batch (model and threshold are given once per batch)."""
+
+    probability: float
+    risk: Literal["high", "low"]
+
+
+class BatchPrediction(BaseModel):
+    """Results of /predict_batch, in request order."""
+
+    model_tag: str
+    threshold: float
+    count: int
+    predictions: list[RowPrediction]
+
+
+class ModelInfo(BaseModel):
+    """What GET /model says about the served model."""
+
+    model_tag: str
+    stage: str
+    label_definition: str | None
+    threshold: float
+    trained_at: str | None
+    metrics: dict[str, Any]
+    feature_names: list[str] | None = None
+
+
+# --------------------------------------------------------------------------- records and scoring
+
+
+def encounter_record(request: BaseModel) -> dict[str, Any]:
+    """Request model -> raw record keyed by the data set's names (None = missing, like `?`)."""
+    return request.model_dump(by_alias=True)
+
+
+def records_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Records -> the frame the batch pipeline gets from `readmit score` (schema dtypes).
+
+    Columns follow INPUT_COLUMNS; the history key is kept only when a record carries one.
+    """
+    columns = list(INPUT_COLUMNS)
+    if any(r.get(HISTORY_KEY) is not None for r in records):
+        columns.append(HISTORY_KEY)
+    frame = pd.DataFrame.from_records(list(records), columns=columns)
+    return coerce_types(frame)
+
+
+class Scorer(Protocol):
+    """Probability of the positive class for raw records."""
+
+    def predict_proba_one(self, record: Mapping[str, Any]) -> float: ...
+
+    def predict_proba_many(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class FrameScorer:
+    """Scores through the fitted batch pipeline on a frame: exact, but ~20 ms for one row."""
+
+    model: Any
+
+    def predict_proba_one(self, record: Mapping[str, Any]) -> float:
+        """Probability for one record."""
+        return float(self.predict_proba_many([record])[0])
+
+    def predict_proba_many(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Probabilities for records, in order."""
+        return np.asarray(self.model.predict_proba(records_frame(records)))[:, 1]
+
+
+def make_scorer(model: Any) -> Scorer:
+    """The fastest scorer with batch-pipeline parity: `readmit.fastpath` when it is available."""
+    try:
+        from readmit import fastpath  # type: ignore[attr-defined]
+    except ImportError:
+        return FrameScorer(model)
+    return fastpath.compile_scorer(model)  # type: ignore[no-any-return]
+
+
+ADAPTIVE_MAX_BATCH = 64
+ADAPTIVE_MAX_LATENCY_MS = 5000
+"""High on purpose: BentoML's dispatcher answers 503 past it; a closed-loop client backs off."""
+
+
+def make_dispatcher(
+    score_group: Callable[[list[dict[str, Any]]], Sequence[float]],
+    max_batch_size: int = ADAPTIVE_MAX_BATCH,
+    max_latency_ms: int = ADAPTIVE_MAX_LATENCY_MS,
+) -> Callable[[dict[str, Any]], Awaitable[float]]:
+    """BentoML's adaptive batching (its CorkDispatcher) in front of single-record scoring.
+
+    Concurrent /predict calls are grouped and scored in one `predict_proba_many`, while the
+    HTTP contract stays one encounter per request. A call the dispatcher cannot serve within
+    `max_latency_ms` gets BentoML's 503 ("process is overloaded").
+    """
+    from bentoml._internal.marshal.dispatcher import CorkDispatcher
+    from bentoml.exceptions import ServiceUnavailable
+
+    def overloaded() -> float:
+        raise ServiceUnavailable("process is overloaded")
+
+    dispatcher: Any = CorkDispatcher(
+        max_latency_in_ms=max_latency_ms,
+        max_batch_size=max_batch_size,
+        fallback=overloaded,
+        get_batch_size=lambda _record: 1,
+    )
+
+    async def score(records: Sequence[dict[str, Any]]) -> Sequence[float]:
+        return score_group(list(records))
+
+    return dispatcher(score)  # type: ignore[return-value]
+
+
+def predictions(probabilities: np.ndarray, threshold: float) -> tuple[list[float], list[str]]:
+    """Plain-Python probabilities and risk labels (JSON-ready)."""
+    risks = risk_labels(np.asarray(probabilities, dtype=float), threshold)
+    return [float(p) for p in probabilities], [str(r) for r in risks]
+
+
+def example_encounter() -> dict[str, Any]:
+    """A valid encounter (data-set names) derived from the schema: docs, curl and self-check."""
+    realistic = {
+        "age": "[70-80)",
+        "gender": "Female",
+        "race": "Caucasian",
+        "admission_type_id": 1,
+        "discharge_disposition_id": 1,
+        "admission_source_id": 7,
+        "time_in_hospital": 4,
+        "num_lab_procedures": 45,
+        "num_procedures": 1,
+        "num_medications": 16,
+        "number_diagnoses": 9,
+        "diag_1": "428",
+        "diag_2": "250.01",
+        "diag_3": "401",
+        "max_glu_serum": "None",
+        "A1Cresult": ">8",
+        "insulin": "Up",
+        "change": "Ch",
+        "diabetesMed": "Yes",
+    }
+    out: dict[str, Any] = {}
+    for name in INPUT_COLUMNS:
+        column = COLUMN_BY_NAME[name]
+        if name in realistic:
+            out[name] = realistic[name]
+        elif column.nullable:
+            out[name] = None
+        elif column.values is not None:
+            out[name] = "No" if "No" in column.values else column.values[0]
+        else:
+            out[name] = column.min_value
+    return out
+
+
+# --------------------------------------------------------------------------- errors
+
+_PROBLEMS = {
+    "missing": "missing required field",
+    "extra_forbidden": "unknown field",
+    "literal_error": "unknown category",
+    "enum": "unknown category",
+    "int_parsing": "wrong type: expected an integer",
+    "int_type": "wrong type: expected an integer",
+    "int_from_float": "wrong type: expected a whole number",
+    "string_type": "wrong type: expected a string",
+    "float_type": "wrong type: expected a number",
+    "bool_type": "wrong type: expected a boolean",
+    "model_type": "wrong type: expected a JSON object",
+    "model_attributes_type": "wrong type: expected a JSON object",
+    "dict_type": "wrong type: expected a JSON object",
+    "list_type": "wrong type: expected a list",
+    "greater_than_equal": "out of range",
+    "less_than_equal": "out of range",
+    "greater_than": "out of range",
+    "less_than": "out of range",
+    "string_pattern_mismatch": "invalid format",
+    "json_invalid": "malformed JSON",
+    "json_type": "malformed JSON",
+    "too_short": "empty batch",
+    "too_long": "batch over the limit",
+}
+
+
+def field_path(loc: Iterable[Any]) -> str:
+    """pydantic `loc` -> `encounters[3].age` (`(body)` for the request body as a whole)."""
+    out = ""
+    for part in loc:
+        if part in ("root", "body") and not out:
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(body)"
+
+
+def problems_from_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """pydantic error dicts -> `[{"field", "problem", "message"}]`, input values left out.
+
+    Input values are never echoed: a wrong `patient_nbr` must not come back in an error.
+    """
+    problems = []
+    for err in errors:
+        kind = str(err.get("type", "invalid"))
+        problem = _PROBLEMS.get(kind, kind.replace("_", " "))
+        message = str(err.get("msg", problem))
+        problems.append(
+            {"field": field_path(err.get("loc", ())), "problem": problem, "message": message}
+        )
+    return problems
+
+
+def error_body(error: str, problems: Sequence[Mapping[str, str]] = ()) -> dict[str, Any]:
+    """The one shape of every error the service returns."""
+    return {"error": error, "problems": list(problems)}
+
+
+def summarise_problems(problems: Sequence[Mapping[str, str]]) -> str:
+    """One line naming each field and its problem."""
+    parts = [f"{p['field']}: {p['problem']}" for p in problems[:10]]
+    more = f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""
+    return "invalid request: " + "; ".join(parts) + more
+
+
+def rewrite_error(status: int, body: bytes) -> dict[str, Any]:
+    """BentoML's own 4xx body (pydantic errors or `[{"error": ...}]`) -> our error shape."""
+    try:
+        parsed = json.loads(body or b"{}")
+    except ValueError:
+        parsed = {}
+    if isinstance(parsed, list):
+        parsed = parsed[0] if parsed and isinstance(parsed[0], dict) else {}
+    details = parsed.get("detail") if isinstance(parsed, dict) else None
+    if isinstance(details, list) and details:
+        problems = problems_from_errors(d for d in details if isinstance(d, dict))
+        return error_body(summarise_problems(problems), problems)
+    message = parsed.get("error") if isinstance(parsed, dict) else None
+    return error_body(str(message or f"bad request (HTTP {status})"))
+
+
+class HideRejectedInput(logging.Filter):
+    """Drop the traceback BentoML logs for a rejected request: it quotes the input values.
+
+    pydantic's error text carries `input_value=...`, which can hold a `patient_nbr` or an
+    `encounter_id` a client sent. The client gets field and problem; the log keeps one line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the record, without exception text for validation/JSON errors."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__name__ in ("ValidationError", "JSONDecodeError"):
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = f"{record.msg} (rejected input: {type(exc).__name__}; values not logged)"
+        return True
+
+
+BENTOML_ERROR_LOGGER = "bentoml._internal.server.http_app"
+
+
+def hide_rejected_input() -> None:
+    """Install `HideRejectedInput` on the logger of BentoML request exceptions (idempotent)."""
+    logger = logging.getLogger(BENTOML_ERROR_LOGGER)
+    if not any(isinstance(f, HideRejectedInput) for f in logger.filters):
+        logger.addFilter(HideRejectedInput())
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+@dataclass(frozen=True)
+class ServiceMetrics:
+    """Our Prometheus metrics, next to BentoML's request metrics on /metrics."""
+
+    predictions: Any  # Counter{risk, endpoint}
+    probability: Any  # Histogram{endpoint}
+    model_info: Any  # Gauge{model_tag, stage, label_definition, trained_at} = 1
+    model_ready: Any  # Gauge = 1 when a model is loaded
+    invalid_requests: Any  # Counter{endpoint, problem}
+
+
+@cache
+def service_metrics() -> ServiceMetrics:
+    """Create the metrics once per process, inside the worker.
+
+    prometheus_client must be imported after BentoML sets PROMETHEUS_MULTIPROC_DIR in the worker,
+    so this is called from the service's __init__, never at import. `Info` does not work in
+    multiprocess mode, so the model version is a gauge whose labels carry the information.
+    """
+    import prometheus_client as prom
+
+    return ServiceMetrics(
+        predictions=prom.Counter(
+            "readmit_predictions", "Encounters scored, by risk label.", ["risk", "endpoint"]
+        ),
+        probability=prom.Histogram(
+            "readmit_prediction_probability",
+            "Predicted probabilities.",
+            ["endpoint"],
+            buckets=PROBABILITY_BUCKETS,
+        ),
+        model_info=prom.Gauge(
+            "readmit_model_info",
+            "Served model (value 1; the labels carry the version).",
+            ["model_tag", "stage", "label_definition", "trained_at"],
+            multiprocess_mode="max",
+        ),
+        model_ready=prom.Gauge(
+            "readmit_model_ready", "1 when a usable model is loaded.", multiprocess_mode="min"
+        ),
+        invalid_requests=prom.Counter(
+            "readmit_invalid_requests", "Rejected requests, by problem.", ["endpoint", "problem"]
+        ),
+    )
+
+
+def observe_predictions(
+    metrics: ServiceMetrics, endpoint: str, probabilities: Sequence[float], risks: Sequence[str]
+) -> None:
+    """Count predictions by risk label and add probabilities to the histogram."""
+    for risk in ("high", "low"):
+        n = sum(1 for r in risks if r == risk)
+        if n:
+            metrics.predictions.labels(risk=risk, endpoint=endpoint).inc(n)
+    histogram = metrics.probability.labels(endpoint=endpoint)
+    for p in probabilities:
+        histogram.observe(p)
+
+
+# --------------------------------------------------------------------------- prediction logs
+
+
+def prediction_log_dir(settings: Settings) -> Path:
+    """Where bentoml.monitor writes (a local folder: the monitor writes through `logging`)."""
+    if settings.prediction_log_dir:
+        return Path(settings.prediction_log_dir)
+    if "://" not in settings.artifacts_uri or settings.artifacts_uri.startswith("file://"):
+        return Path(settings.artifacts_uri.removeprefix("file://")) / "prediction_logs"
+    return PROJECT_ROOT / ".run" / "prediction_logs"
+
+
+def _monitor_type(name: str) -> str:
+    kind = COLUMN_BY_NAME[name].kind
+    return (
+        "numerical" if kind is Kind.INT and COLUMN_BY_NAME[name].values is None else ("categorical")
+    )
+
+
+LOGGED_FEATURES: tuple[str, ...] = tuple(c for c in INPUT_COLUMNS if c not in ID_COLUMNS)
+
+
+def log_columns(
+    records: Sequence[Mapping[str, Any]],
+    probabilities: Sequence[float],
+    risks: Sequence[str],
+    model_tag: str,
+) -> list[tuple[str, str, str, list[Any]]]:
+    """Columns for bentoml.monitor: (name, role, type, values), features first.
+
+    Only the contract's input features are taken from the records, so identifiers (the history
+    key, anything else a record might carry) can never reach the log.
+    """
+    cols = [
+        (name, "feature", _monitor_type(name), [r.get(name) for r in records])
+        for name in LOGGED_FEATURES
+    ]
+    cols += [
+        ("probability", "prediction", "numerical", list(probabilities)),
+        ("risk", "prediction", "categorical", list(risks)),
+        ("model_tag", "prediction", "categorical", [model_tag] * len(records)),
+    ]
+    return cols
+
+
+# --------------------------------------------------------------------------- ASGI guard
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+async def send_json(send: Send, status: int, body: Mapping[str, Any]) -> None:
+    """Send a complete JSON response."""
+    payload = json.dumps(body).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+class RequestGuard:
+    """ASGI middleware in front of the API routes.
+
+    Why: BentoML answers malformed input with its own shapes (and a bare 500 for some), has no
+    body size limit and a fixed readiness message. This guard gives every rejection one JSON
+    shape naming field and problem, a 413 above `max_body_bytes`, a 415 for non-JSON bodies,
+    and a 503 with the reason while no model is usable (on /readyz and the API routes).
+    """
+
+    def __init__(
+        self,
+        app: Callable[..., Awaitable[None]],
+        *,
+        body_paths: Iterable[str],
+        gated_paths: Iterable[str],
+        max_body_bytes: int,
+        not_ready_reason: Callable[[], str | None],
+        on_invalid: Callable[[str, Sequence[Mapping[str, str]]], None] | None = None,
+        readyz_path: str = "/readyz",
+    ) -> None:
+        self.app = app
+        self.body_paths = frozenset(body_paths)
+        self.gated_paths = frozenset(gated_paths) | self.body_paths
+        self.max_body_bytes = max_body_bytes
+        self.not_ready_reason = not_ready_reason
+        self.on_invalid = on_invalid
+        self.readyz_path = readyz_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or (path not in self.gated_paths and path != self.readyz_path):
+            return await self.app(scope, receive, send)
+        reason = self.not_ready_reason()
+        if path == self.readyz_path:
+            if reason:
+                return await send_json(send, 503, {"ready": False, "reason": reason})
+            return await self.app(scope, receive, send)
+        if reason:
+            return await send_json(send, 503, error_body(f"service not ready: {reason}"))
+        if path not in self.body_paths or scope.get("method") != "POST":
+            return await self.app(scope, receive, send)
+        return await self._guard_body(path, scope, receive, send)
+
+    async def _reject(self, send: Send, path: str, status: int, problem: str, msg: str) -> None:
+        problems = [{"field": "(body)", "problem": problem, "message": msg}]
+        if self.on_invalid:
+            self.on_invalid(path, problems)
+        await send_json(send, status, error_body(f"invalid request: {msg}", problems))
+
+    async def _guard_body(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope.get("headers") or [])
+        media = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+        if media not in (b"application/json", b""):
+            msg = f"content type {media.decode(errors='replace')!r}: send application/json"
+            return await self._reject(send, path, 415, "unsupported media type", msg)
+        declared = headers.get(b"content-length", b"")
+        too_big = f"body over the limit of {self.max_body_bytes} bytes"
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            return await self._reject(send, path, 413, "body too large", too_big)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return await self._reject(send, path, 413, "body too large", too_big)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        if size == 0:
+            return await self._reject(send, path, 400, "malformed JSON", "the body is empty")
+        await self.app(scope, _replay(b"".join(chunks), receive), self._rewriting(path, send))
+
+    def _rewriting(self, path: str, send: Send) -> Send:
+        """Wrap `send` so that BentoML's 4xx bodies are replaced by our error shape."""
+        state: dict[str, Any] = {"start": None, "body": b""}
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+                state["start"] = message
+                return
+            if state["start"] is None:
+                return await send(message)
+            state["body"] += message.get("body", b"")
+            if message.get("more_body", False):
+                return
+            status = state["start"]["status"]
+            body = rewrite_error(status, state["body"])
+            if self.on_invalid:
+                self.on_invalid(path, body["problems"])
+            payload = json.dumps(body).encode()
+            kept = [
+                (k, v)
+                for k, v in state["start"].get("headers", [])
+                if k.lower() not in (b"content-length", b"content-type")
+            ]
+            headers = [
+                *kept,
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+        return wrapped
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that yields the already-read body once, then defers to the real one."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
