@@ -56,3 +56,32 @@ def test_poor_calibration_blocks_promotion():
 def test_first_model_needs_only_floor_and_calibration():
     assert challenger_gate(None, evaluation(0.66), POLICY).promote
     assert not challenger_gate(None, evaluation(0.55), POLICY).promote
+
+
+def _evaluation_with_subgroup(overall: float, sub_auc: float, n: int, positives: int):
+    from readmit.evaluate import Evaluation
+
+    metrics = {"roc_auc": overall}
+    rows = [
+        {
+            "attribute": "age",
+            "group": "[90-100)",
+            "n": n,
+            "positives": positives,
+            "roc_auc": sub_auc,
+        }
+    ]
+    return Evaluation("<30", 0.2, "given", metrics, {}, rows)
+
+
+def test_absolute_gate_ignores_noise_of_small_subgroups_but_not_real_gaps():
+    from readmit.evaluate import check_absolute_gates
+
+    noisy = _evaluation_with_subgroup(0.675, 0.539, n=286, positives=30)
+    assert check_absolute_gates(noisy, 0.62, 0.08, 200).passed
+    real = _evaluation_with_subgroup(0.675, 0.539, n=20_000, positives=2_000)
+    decision = check_absolute_gates(real, 0.62, 0.08, 200)
+    assert not decision.passed and "age=[90-100)" in decision.reasons[0]
+    assert not check_absolute_gates(
+        _evaluation_with_subgroup(0.60, 0.60, 5000, 500), 0.62, 0.08, 200
+    ).passed
