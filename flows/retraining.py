@@ -24,8 +24,12 @@ def gather(champion: registry.LoadedModel | None, recent_batches: int) -> Any:
     uri = (meta.get("data") or {}).get("uri") or settings.data_uri
     expected = settings.data_sha256 if uri == settings.data_uri else None
     frame = data.read_encounters(uri, expected).frame
-    base = retraining.training_cohort(
-        frame, meta.get("training_window", "reference"), settings.reference_fraction
+    base = retraining.champion_training_rows(
+        frame,
+        meta.get("training_window", "reference"),
+        settings.reference_fraction,
+        meta.get("holdout_fraction", 0.2),
+        settings.seed,
     )
     batch_ids = inbox.labelled_batches(settings.artifacts_uri)
     labelled = [inbox.load_labelled(settings.artifacts_uri, b) for b in batch_ids]

@@ -230,6 +230,7 @@ def training_flow(
             **lineage.summarize_encounters(frame),
             "train_rows": len(train_frame),
             "holdout_rows": len(holdout),
+            "holdout_fraction": holdout_fraction,
         },
         "validation": validation_summary,
         "label_definition": label,

@@ -103,6 +103,7 @@ def model_metadata(
         "data": summary["data"],
         "data_sha256": summary["data"]["sha256"],
         "training_window": window,
+        "holdout_fraction": summary["data"].get("holdout_fraction"),
         "validation": {k: summary["validation"][k] for k in VALIDATION_KEYS},
         "validation_report": summary["validation"].get("report_uri"),
         "profile_uri": profile_uri,

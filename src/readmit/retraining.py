@@ -18,12 +18,20 @@ class RetrainingData:
     n_labelled_batches: int
 
 
-def training_cohort(frame: pd.DataFrame, window: str, reference_fraction: float) -> pd.DataFrame:
-    """The encounters a model of the given training window was trained from (before its split)."""
+def champion_training_rows(
+    frame: pd.DataFrame,
+    window: str,
+    reference_fraction: float,
+    holdout_fraction: float,
+    seed: int,
+) -> pd.DataFrame:
+    """The encounters the champion was fitted on: its cohort minus its patient-disjoint holdout
+    (the training flow's split, reproduced from the same parameters)."""
     cohort = data.exclude_died_or_hospice(frame)
     if window == "reference":
         cohort, _ = data.reference_and_batches(cohort, reference_fraction)
-    return cohort
+    train, _ = data.split_by_patient(cohort, holdout_fraction, seed)
+    return train
 
 
 def assemble(
@@ -42,9 +50,16 @@ def assemble(
     """
     if not labelled:
         raise ValueError("no labelled batches yet: nothing new to retrain on")
+    if "patient_nbr" not in base:
+        raise ValueError("the champion's training data has no patient_nbr")
     batches = [data.exclude_died_or_hospice(b) for b in labelled]
     recent = pd.concat(batches[-recent_batches:], ignore_index=True)
     unseen = recent[~recent["patient_nbr"].isin(base["patient_nbr"])]
+    if unseen.empty:
+        raise ValueError(
+            "the recent labelled batches hold no patient the champion was not trained on: "
+            "no fair holdout; wait for more batches"
+        )
     _, holdout = data.split_by_patient(unseen, holdout_fraction, seed)
     everything = pd.concat([base, *batches], ignore_index=True)
     train = everything[~everything["patient_nbr"].isin(holdout["patient_nbr"])]
