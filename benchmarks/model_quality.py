@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
+
+# OpenMP threads that spin while waiting are several times slower on a shared 2-core machine;
+# libgomp reads this once, when XGBoost loads, so it is set before any import below.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "raw" / "diabetic_data.csv.gz"

@@ -66,7 +66,7 @@ class Readmission:
         try:
             self.loaded = registry.load_model(wanted)
             self.threshold = float(self.loaded.metadata["threshold"])
-            self.scorer = serving.make_scorer(self.loaded.model)
+            self.scorer = serving.make_scorer(serving.single_threaded(self.loaded.model))
             # Self-check: a model that cannot score the example encounter is not usable.
             self.scorer.predict_proba_one(serving.example_encounter())
         except registry.NoModelError as exc:
@@ -88,7 +88,12 @@ class Readmission:
         self.metrics.model_ready.set(1)
         if SETTINGS.adaptive_batching:
             self.dispatch = serving.make_dispatcher(self._score_group)
-        logger.info("serving %s (threshold %.4f)", self.loaded.tag, self.threshold)
+        logger.info(
+            "serving %s with %s (threshold %.4f)",
+            self.loaded.tag,
+            type(self.scorer).__name__,
+            self.threshold,
+        )
 
     def __is_ready__(self) -> bool:
         return self.not_ready_reason is None
@@ -100,8 +105,15 @@ class Readmission:
     def _log(
         self, endpoint: str, records: list[dict[str, Any]], probs: list[float], risks: list[str]
     ) -> None:
+        """Metrics now; the prediction log after the response is sent (it is the slow part)."""
         assert self.loaded is not None
         serving.observe_predictions(self.metrics, endpoint, probs, risks)
+        Readmission.context.response.background.add_task(self._write_log, records, probs, risks)
+
+    def _write_log(
+        self, records: list[dict[str, Any]], probs: list[float], risks: list[str]
+    ) -> None:
+        assert self.loaded is not None
         with bentoml.monitor(serving.MONITOR_NAME) as mon:
             for name, role, kind, values in serving.log_columns(
                 records, probs, risks, self.loaded.tag
@@ -163,6 +175,7 @@ class Readmission:
             trained_at=meta.get("trained_at"),
             metrics=meta.get("metrics") or {},
             feature_names=meta.get("feature_names"),
+            scorer=type(self.scorer).__name__,
         )
 
 

@@ -95,7 +95,8 @@ class Config:
     pool: str = "readmit-process"
     ports: dict[str, int] = field(default_factory=dict)  # explicit choices, e.g. {"prefect": 4300}
     free_ports: bool = False  # pick free ephemeral ports instead of the well-known defaults
-    bento_target: str = f"{HOST}:3000"  # what Prometheus scrapes as job "readmit-service"
+    # what Prometheus scrapes as job "readmit-service" (comma-separated: blue/green ports)
+    bento_target: str = f"{HOST}:3000,{HOST}:3001"
     artifacts_s3: bool = False  # worker's flows use READMIT_ARTIFACTS_URI=s3://<bucket>/artifacts
     credentials: tuple[str, str] | None = None  # S3 key pair; else env, else .run/s3.env
     scrape_interval: str | None = None  # override prometheus.yml's global interval (tests)
@@ -540,7 +541,7 @@ def render_prometheus_config(cfg: Config, prometheus_port: int, pushgateway: str
     }
     for job in config["scrape_configs"]:
         if job["job_name"] in targets:
-            job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
+            job["static_configs"] = [{"targets": targets[job["job_name"]].split(",")}]
     config["rule_files"] = [str(PROMETHEUS_DIR / r) for r in config.get("rule_files", [])]
     if cfg.scrape_interval:
         config["global"]["scrape_interval"] = cfg.scrape_interval
@@ -815,7 +816,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p_up.add_argument("--artifacts", choices=("local", "s3"), default="local",
                       help="s3: the worker's flows use s3://<bucket>/artifacts")  # fmt: skip
     p_up.add_argument("--bucket", default="readmit")
-    p_up.add_argument("--bento-target", default=f"{HOST}:3000", help="host:port Prometheus scrapes")
+    p_up.add_argument(
+        "--bento-target",
+        default=f"{HOST}:3000,{HOST}:3001",
+        help="host:port[,host:port] Prometheus scrapes",
+    )
     p_up.add_argument("--free-ports", action="store_true", help="use free ports, not the defaults")
     p_up.add_argument("--scrape-interval", help="override Prometheus' interval, e.g. 2s")
     for key in ("prefect", "s3", "prometheus", "pushgateway", "postgres"):

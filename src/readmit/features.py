@@ -96,6 +96,13 @@ def icd9_category(code: Any) -> str:
     return str(code).strip().upper().split(".", 1)[0]
 
 
+def icd9_code(code: Any) -> str:
+    """The full ICD-9 code, normalised (upper case, no spaces); "missing" when absent."""
+    if is_missing(code) or not str(code).strip():
+        return MISSING
+    return str(code).strip().upper()
+
+
 def make_label(frame: pd.DataFrame, definition: LabelDefinition = "<30") -> np.ndarray:
     """Binary outcome: readmitted within 30 days (`<30`, the clinical standard) or at all (`any`).
 
@@ -124,24 +131,39 @@ def require_columns(frame: pd.DataFrame, columns: Sequence[str]) -> None:
 # Patient history
 # --------------------------------------------------------------------------------------------
 
+ENTRY_FIELDS = (
+    "lt30",  # outcome was a readmission within 30 days (0 when unknown)
+    "readmit",  # outcome was any readmission (0 when unknown)
+    "days",  # time_in_hospital
+    "inpatient",  # number_inpatient reported at that encounter
+    "emergency",  # number_emergency reported at that encounter
+    "emergency_admission",  # admission_type_id 1 (Emergency)
+    "medications",  # num_medications
+)
+"""What each earlier encounter contributes to a patient's history."""
+PREV_FIELDS = ("lt30", "readmit", "days", "inpatient")
+"""Fields of the immediately previous encounter kept as they are (not summed)."""
 HISTORY_FEATURES = (
     "hist_n_prior",
-    "hist_n_prior_lt30",
-    "hist_n_prior_readmit",
-    "hist_prior_days",
-    "hist_prev_lt30",
-    "hist_prev_readmit",
+    *(f"hist_prior_{f}" for f in ENTRY_FIELDS),
+    *(f"hist_prev_{f}" for f in PREV_FIELDS),
 )
-"""History of a patient BEFORE an encounter: counts, outcomes where known, days in hospital."""
-HistoryState = tuple[int, int, int, int, int, int]
-Entry = tuple[int, int, int]
-NO_HISTORY: HistoryState = (0, 0, 0, 0, 0, 0)
+"""History of a patient BEFORE an encounter: count, sums over earlier encounters, previous one."""
+HistoryState = tuple[int, ...]
+Entry = tuple[int, ...]
+NO_HISTORY: HistoryState = (0,) * len(HISTORY_FEATURES)
+_PREV_INDEX = tuple(ENTRY_FIELDS.index(f) for f in PREV_FIELDS)
+EMERGENCY_ADMISSION = 1
 
 
-def advance(state: HistoryState, lt30: int, readmit: int, days: int) -> HistoryState:
-    """History after one more encounter (its outcome flags 0 when unknown)."""
-    n, n_lt30, n_readmit, total_days, _, _ = state
-    return (n + 1, n_lt30 + lt30, n_readmit + readmit, total_days + days, lt30, readmit)
+def advance(state: HistoryState, entry: Entry) -> HistoryState:
+    """History after one more encounter: count + 1, sums + entry, previous = this entry."""
+    sums = state[1 : 1 + len(ENTRY_FIELDS)]
+    return (
+        state[0] + 1,
+        *(a + b for a, b in zip(sums, entry, strict=True)),
+        *(entry[i] for i in _PREV_INDEX),
+    )
 
 
 def salted_hash(salt: str, value: Any, purpose: bytes) -> int | None:
@@ -157,12 +179,23 @@ def salted_hash(salt: str, value: Any, purpose: bytes) -> int | None:
     return int.from_bytes(digest.digest(), "little")
 
 
-def outcome_entry(label: Any, days: Any) -> Entry:
-    """(<30, any readmission, days in hospital) of one encounter; 0 where unknown."""
+def _int(value: Any) -> int:
+    return 0 if is_missing(value) else int(value)
+
+
+def record_entry(record: Mapping[str, Any]) -> Entry:
+    """What one encounter (a raw record dict) adds to its patient's history; 0 where unknown."""
+    label = record.get(LABEL_COLUMN)
     known = not is_missing(label)
-    lt30 = int(known and label == "<30")
-    readmit = int(known and label in ("<30", ">30"))
-    return lt30, readmit, 0 if is_missing(days) else int(days)
+    return (
+        int(known and label == "<30"),
+        int(known and label in ("<30", ">30")),
+        _int(record.get("time_in_hospital")),
+        _int(record.get("number_inpatient")),
+        _int(record.get("number_emergency")),
+        int(_int(record.get("admission_type_id")) == EMERGENCY_ADMISSION),
+        _int(record.get("num_medications")),
+    )
 
 
 class PatientHistory(TransformerMixin, BaseEstimator):
@@ -205,7 +238,7 @@ class PatientHistory(TransformerMixin, BaseEstimator):
             return
         states = self.store_.setdefault(pkey, [NO_HISTORY])
         self.encounter_index_[ekey] = (pkey, len(states) - 1)
-        states.append(advance(states[-1], *entry))
+        states.append(advance(states[-1], entry))
 
     def _keys(self, X: pd.DataFrame) -> tuple[list[int | None], list[int | None]]:
         return (
@@ -275,20 +308,30 @@ def _accumulate(
             states[rows[end]] = state
             end += 1
         for i in rows[start:end]:
-            state = advance(state, *entries[i])
+            state = advance(state, entries[i])
         start = end
 
 
 def frame_entries(X: pd.DataFrame) -> list[Entry]:
-    """Vectorised `outcome_entry` of every row (outcome unknown without `readmitted`)."""
+    """Vectorised `record_entry` of every row (outcome unknown without `readmitted`)."""
     n = len(X)
+
+    def ints(column: str) -> np.ndarray:
+        if column not in X:
+            return np.zeros(n, dtype=np.int64)
+        return pd.to_numeric(X[column], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
+
     label = X[LABEL_COLUMN] if LABEL_COLUMN in X else pd.Series([None] * n, dtype="string")
-    lt30 = label.eq("<30").fillna(False).to_numpy(dtype=np.int64)
-    readmit = label.isin(["<30", ">30"]).fillna(False).to_numpy(dtype=np.int64)
-    days = np.zeros(n, dtype=np.int64)
-    if "time_in_hospital" in X:
-        days = pd.to_numeric(X["time_in_hospital"], errors="coerce").fillna(0).to_numpy()
-    return list(zip(lt30.tolist(), readmit.tolist(), days.astype(np.int64).tolist(), strict=True))
+    columns = [
+        label.eq("<30").fillna(False).to_numpy(dtype=np.int64),
+        label.isin(["<30", ">30"]).fillna(False).to_numpy(dtype=np.int64),
+        ints("time_in_hospital"),
+        ints("number_inpatient"),
+        ints("number_emergency"),
+        (ints("admission_type_id") == EMERGENCY_ADMISSION).astype(np.int64),
+        ints("num_medications"),
+    ]
+    return list(zip(*(c.tolist() for c in columns), strict=True))
 
 
 def _order_values(X: pd.DataFrame) -> np.ndarray:
@@ -327,15 +370,18 @@ class EncounterFeatures(TransformerMixin, BaseEstimator):
     Numeric: the raw counts, ordinal age, utilisation total (outpatient + emergency + inpatient),
     medication counts (used, up, down, changed over `schema.MEDICATIONS`), number of diabetes
     diagnoses, plus any history columns present. Categorical (strings, missing -> "missing"):
-    the coded and categorical raw fields, ICD-9 groups of diag_1..3 and, with `icd9_detail`,
-    their three-character ICD-9 categories.
+    the coded and categorical raw fields, ICD-9 groups of diag_1..3, with `icd9_detail` their
+    three-character ICD-9 categories, and with `icd9_codes` the full codes (`diag_1_code`, too
+    many values to one-hot: meant for target encoding).
 
     Args:
         icd9_detail: Also emit the three-character ICD-9 categories of diag_1..3.
+        icd9_codes: Also emit the full ICD-9 codes of diag_1..3.
     """
 
-    def __init__(self, icd9_detail: bool = True) -> None:
+    def __init__(self, icd9_detail: bool = True, icd9_codes: bool = False) -> None:
         self.icd9_detail = icd9_detail
+        self.icd9_codes = icd9_codes
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> EncounterFeatures:
         """Record the output columns (nothing is learned from the data)."""
@@ -347,7 +393,8 @@ class EncounterFeatures(TransformerMixin, BaseEstimator):
 
     def _diag_names(self) -> list[str]:
         names = [f"{d}_group" for d in DIAG_COLUMNS]
-        return names + ([f"{d}_category" for d in DIAG_COLUMNS] if self.icd9_detail else [])
+        names += [f"{d}_category" for d in DIAG_COLUMNS] if self.icd9_detail else []
+        return names + ([f"{d}_code" for d in DIAG_COLUMNS] if self.icd9_codes else [])
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         """Numeric columns as float64 (NaN = missing), categorical ones as object strings."""
@@ -370,6 +417,8 @@ class EncounterFeatures(TransformerMixin, BaseEstimator):
         cats.update({f"{d}_group": groups[d] for d in DIAG_COLUMNS})
         if self.icd9_detail:
             cats.update({f"{d}_category": _map_unique(X[d], icd9_category) for d in DIAG_COLUMNS})
+        if self.icd9_codes:
+            cats.update({f"{d}_code": _map_unique(X[d], icd9_code) for d in DIAG_COLUMNS})
         return pd.DataFrame({**numeric, **cats}, index=X.index)[self.get_feature_names_out()]
 
     def transform_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -389,6 +438,8 @@ class EncounterFeatures(TransformerMixin, BaseEstimator):
         out.update({f"{d}_group": groups[d] for d in DIAG_COLUMNS})
         if self.icd9_detail:
             out.update({f"{d}_category": icd9_category(record.get(d)) for d in DIAG_COLUMNS})
+        if self.icd9_codes:
+            out.update({f"{d}_code": icd9_code(record.get(d)) for d in DIAG_COLUMNS})
         return out
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
@@ -416,8 +467,12 @@ def _num(value: Any) -> float:
 
 
 def _text(value: Any) -> str:
-    """Category text: "missing" for NA; coded ids (ints) become their decimal text."""
-    return MISSING if is_missing(value) else str(value)
+    """Category text: "missing" for NA; coded ids become their decimal text (1 and 1.0 -> "1")."""
+    if is_missing(value):
+        return MISSING
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _map_unique(column: pd.Series, fn: Callable[[Any], str]) -> np.ndarray:
@@ -433,28 +488,60 @@ def _map_unique(column: pd.Series, fn: Callable[[Any], str]) -> np.ndarray:
 
 
 class FeatureEncoder(TransformerMixin, BaseEstimator):
-    """Dense float32 design matrix: numeric columns as they are, categoricals one-hot.
+    """Dense float32 design matrix: numeric columns as they are, categoricals one-hot or
+    target-encoded.
 
-    Categories seen fewer than `min_frequency` times in fit, and unknown ones at transform time,
-    share one `<column>=other` indicator, so the width never changes. The matrix is DENSE on
-    purpose: XGBoost reads the zeros of a sparse matrix as missing, so a dense per-record vector
-    would not reproduce a sparse pipeline's probabilities. Dense in, dense out, everywhere.
+    One-hot: categories seen fewer than `min_frequency` times in fit, and unknown ones at
+    transform time, share one `<column>=other` indicator, so the width never changes.
+    Target encoding (`target_columns`, for codes with hundreds of values): the smoothed
+    outcome rate of the category, `(positives + smoothing x prior) / (count + smoothing)`,
+    the prior for unseen ones. Learned from labels, so `fit_transform` returns CROSS-FITTED
+    encodings for the training rows (each row encoded by tables fitted without its fold; folds
+    grouped by `groups`, the patient, when given) while `transform` uses tables fitted on all
+    rows. Without that the model would learn from encodings that contain its own labels.
+
+    The matrix is DENSE on purpose: XGBoost reads the zeros of a sparse matrix as missing, so
+    a dense per-record vector would not reproduce a sparse pipeline's probabilities.
 
     Args:
         min_frequency: Minimum count of a category in fit to get its own indicator.
+        target_columns: Categorical columns to target-encode instead of one-hot.
+        smoothing: Pseudo-count of the prior in target encoding.
+        n_splits: Folds of the cross-fitting in `fit_transform`.
     """
 
-    def __init__(self, min_frequency: int = 100) -> None:
+    def __init__(
+        self,
+        min_frequency: int = 100,
+        target_columns: tuple[str, ...] = (),
+        smoothing: float = 20.0,
+        n_splits: int = 5,
+    ) -> None:
         self.min_frequency = min_frequency
+        self.target_columns = target_columns
+        self.smoothing = smoothing
+        self.n_splits = n_splits
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> FeatureEncoder:
-        """Learn which columns are categorical and their frequent categories."""
-        self.categorical_columns_ = [c for c in X.columns if X[c].dtype == object]
-        self.numeric_columns_ = [c for c in X.columns if c not in self.categorical_columns_]
+        """Learn column kinds, frequent categories and (with `y`) target-encoding tables."""
+        categorical = [c for c in X.columns if X[c].dtype == object]
+        absent = [c for c in self.target_columns if c not in categorical]
+        if absent:
+            raise ValueError(f"target_columns not among the categorical columns: {absent}")
+        if self.target_columns and y is None:
+            raise ValueError("target encoding needs the labels: fit(X, y)")
+        self.target_columns_ = list(self.target_columns)
+        self.categorical_columns_ = [c for c in categorical if c not in self.target_columns_]
+        self.numeric_columns_ = [c for c in X.columns if c not in categorical]
         self.categories_: dict[str, list[str]] = {}
         for c in self.categorical_columns_:
             counts = pd.Series(X[c]).value_counts()
             self.categories_[c] = sorted(str(v) for v in counts.index[counts >= self.min_frequency])
+        self._layout()
+        self.prior_, self.target_maps_ = self._target_tables(X, y)
+        return self
+
+    def _layout(self) -> None:
         names = list(self.numeric_columns_)
         self.index_: dict[str, dict[str, int]] = {}
         self.other_index_: dict[str, int] = {}
@@ -463,13 +550,52 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             names += [f"{c}={v}" for v in self.categories_[c]]
             self.other_index_[c] = len(names)
             names.append(f"{c}=other")
+        self.target_index_ = {c: len(names) + i for i, c in enumerate(self.target_columns_)}
+        names += [f"{c}=target_rate" for c in self.target_columns_]
         self.feature_names_out_ = np.asarray(names, dtype=object)
-        return self
+
+    def _target_tables(self, X: pd.DataFrame, y: Any) -> tuple[float, dict[str, dict[str, float]]]:
+        """Smoothed outcome rate per category of each target column (and the prior)."""
+        if not self.target_columns_:
+            return 0.0, {}
+        labels = np.asarray(y, dtype=np.float64)
+        prior = float(labels.mean())
+        maps = {}
+        for c in self.target_columns_:
+            stats = pd.DataFrame({"v": X[c].to_numpy(dtype=object), "y": labels}).groupby("v")["y"]
+            sums, counts = stats.sum(), stats.count()
+            rates = (sums + self.smoothing * prior) / (counts + self.smoothing)
+            maps[c] = {str(k): float(v) for k, v in rates.items()}
+        return prior, maps
+
+    def fit_transform(
+        self, X: pd.DataFrame, y: Any = None, groups: Any = None, **fit_params: Any
+    ) -> np.ndarray:
+        """Fit, then encode the SAME rows with cross-fitted target encodings (see class doc)."""
+        self.fit(X, y)
+        out = self.transform(X)
+        if not self.target_columns_:
+            return out
+        from sklearn.model_selection import GroupKFold, KFold
+
+        splitter = (
+            GroupKFold(self.n_splits)
+            if groups is not None
+            else KFold(self.n_splits, shuffle=True, random_state=0)
+        )
+        labels = np.asarray(y)
+        for fit_idx, enc_idx in splitter.split(out, labels, groups):
+            prior, maps = self._target_tables(X.iloc[fit_idx], labels[fit_idx])
+            for c in self.target_columns_:
+                values = pd.Series(X[c].to_numpy(dtype=object)[enc_idx]).map(maps[c])
+                out[enc_idx, self.target_index_[c]] = values.fillna(prior).to_numpy(np.float64)
+        return out
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         """float32 matrix (rows x `get_feature_names_out()`), NaN for missing numbers."""
         check_is_fitted(self, "feature_names_out_")
-        require_columns(X, [*self.numeric_columns_, *self.categorical_columns_])
+        needed = [*self.numeric_columns_, *self.categorical_columns_, *self.target_columns_]
+        require_columns(X, needed)
         out = np.zeros((len(X), len(self.feature_names_out_)), dtype=np.float32)
         k = len(self.numeric_columns_)
         out[:, :k] = X[self.numeric_columns_].to_numpy(dtype=np.float64, na_value=np.nan)
@@ -477,6 +603,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         for c in self.categorical_columns_:
             idx = pd.Series(X[c].to_numpy(dtype=object)).map(self.index_[c])
             out[rows, idx.fillna(self.other_index_[c]).to_numpy(dtype=np.int64)] = 1.0
+        for c in self.target_columns_:
+            values = pd.Series(X[c].to_numpy(dtype=object)).map(self.target_maps_[c])
+            out[:, self.target_index_[c]] = values.fillna(self.prior_).to_numpy(np.float64)
         return out
 
     def encode_record(self, features: Mapping[str, Any]) -> np.ndarray:
@@ -485,9 +614,11 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         row += [0.0] * (len(self.feature_names_out_) - len(row))
         for c in self.categorical_columns_:
             row[self.index_[c].get(features[c], self.other_index_[c])] = 1.0
+        for c in self.target_columns_:
+            row[self.target_index_[c]] = self.target_maps_[c].get(features[c], self.prior_)
         return np.asarray(row, dtype=np.float32)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """Names of the design-matrix columns (`col=value` for indicators)."""
+        """Names of the design-matrix columns (`col=value` indicators, `col=target_rate`)."""
         check_is_fitted(self, "feature_names_out_")
         return self.feature_names_out_

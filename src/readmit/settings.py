@@ -79,7 +79,10 @@ class Settings(BaseSettings):
     )
     serve_workers: int = Field(default=1, ge=1, description="Worker processes per service.")
     adaptive_batching: bool = Field(
-        default=False, description="Micro-batch concurrent /predict calls (measured: see DESIGN)."
+        default=True,
+        description="Micro-batch concurrent /predict calls (BentoML's dispatcher). Chosen by "
+        "benchmarks/serving.py: at concurrency 8, 2.2x the req/s with the fast path (p50 15 vs "
+        "35 ms) and 1.8x with the frame scorer, no errors. Re-measure when the scorer changes.",
     )
 
     def artifact(self, *parts: str) -> str:

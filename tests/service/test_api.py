@@ -62,6 +62,7 @@ def test_model_info(client: httpx.Client, served: Served) -> None:
     assert info["trained_at"] == "2026-11-23T00:00:00+00:00"
     assert info["metrics"]["roc_auc"] == pytest.approx(0.61)
     assert info["threshold"] == pytest.approx(0.15)
+    assert info["scorer"]  # FrameScorer, or the per-record fast path once it compiles the model
 
 
 def test_health_endpoints(client: httpx.Client) -> None:
