@@ -402,7 +402,7 @@ class EncounterFeatures(TransformerMixin, BaseEstimator):
         require_columns(X, [*INPUT_COLUMNS, *self.history_columns_])
         numeric = {c: _float(X[c]) for c in NUMERIC_INPUTS}
         numeric["age_years"] = X["age"].map(AGE_MIDPOINTS).astype("float64").to_numpy()
-        numeric["utilisation_total"] = sum(numeric[c] for c in UTILISATION_COLUMNS)
+        numeric["utilisation_total"] = np.vstack([numeric[c] for c in UTILISATION_COLUMNS]).sum(0)
         states = {s: _state_matrix(X, s) for s in ("Up", "Down", "No")}
         numeric["meds_used"] = len(MEDICATIONS) - states["No"].sum(axis=1).astype("float64")
         numeric["meds_up"] = states["Up"].sum(axis=1).astype("float64")

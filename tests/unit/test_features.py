@@ -216,3 +216,41 @@ def test_store_keeps_salted_hashes_never_raw_patient_numbers() -> None:
         assert struct.pack("<i", p) not in blob and struct.pack("<q", p) not in blob
     other_salt = PatientHistory(salt="salt").fit(frame_of(*rows))
     assert set(other_salt.store_).isdisjoint(store.store_)
+
+
+# ---------------------------------------------------------------- target encoding
+
+
+def test_target_encoding_is_cross_fitted_for_training_rows() -> None:
+    # Every code is unique and positive: in-sample encodings would reveal each row's own label.
+    n = 40
+    X = pd.DataFrame({"count": np.arange(n, dtype=float), "code": [f"c{i}" for i in range(n)]})
+    X["code"] = X["code"].astype(object)
+    y = np.array([1, 0] * (n // 2))
+    encoder = FeatureEncoder(min_frequency=1000, target_columns=("code",), smoothing=1.0)
+    crossed = encoder.fit_transform(X, y)
+    column = list(encoder.get_feature_names_out()).index("code=target_rate")
+    # Cross-fitted: unseen in the other folds, so each row gets that fold's prior, never its label.
+    assert np.all(np.abs(crossed[:, column] - 0.5) < 0.15)
+    full = encoder.transform(X)[:, column]
+    np.testing.assert_allclose(full, np.where(y == 1, 0.75, 0.25), atol=1e-6)  # (y + 0.5) / 2
+    unseen = pd.DataFrame({"count": [1.0], "code": ["zzz"]}).astype({"code": object})
+    assert encoder.transform(unseen)[0, column] == pytest.approx(0.5)
+    np.testing.assert_array_equal(
+        encoder.encode_record({"count": 1.0, "code": "zzz"}), encoder.transform(unseen)[0]
+    )
+
+
+def test_target_encoding_folds_are_grouped_by_patient() -> None:
+    # Each patient has two encounters with their own code and the same outcome.
+    patients = np.repeat(np.arange(20), 2)
+    X = pd.DataFrame({"code": [f"p{p}" for p in patients]}).astype(object)
+    y = np.repeat(np.array([1, 0] * 10), 2)
+    encoder = FeatureEncoder(target_columns=("code",), smoothing=1.0)
+    grouped = encoder.fit_transform(X, y, groups=patients)[:, -1]
+    # With patient-grouped folds, the twin encounter never informs the encoding.
+    assert np.all(np.abs(grouped - 0.5) < 0.2)
+    with pytest.raises(ValueError, match="needs the labels"):
+        FeatureEncoder(target_columns=("code",)).fit(X)
+    with pytest.raises(ValueError, match="not among the categorical"):
+        FeatureEncoder(target_columns=("nope",)).fit(X, y)
