@@ -264,7 +264,8 @@ def test_parity_with_readmit_score(
 
 
 def test_no_model_service_starts_but_is_not_ready(run_root: Path) -> None:
-    """A bento without a packed model on an empty BENTOML_HOME: live, /readyz 503 with the
+    """A bento without a packed model, an empty BENTOML_HOME and an artifact store without a
+    published production model (else the service would import it): live, /readyz 503 with the
     reason, the API 503 with the same reason. (A bento whose packed model is missing is refused
     by `bentoml serve` itself; `readmit.deploy` then keeps the old server.)"""
     settings = get_settings()
@@ -272,7 +273,10 @@ def test_no_model_service_starts_but_is_not_ready(run_root: Path) -> None:
     empty = settings.model_copy(update={"bentoml_home": str(run_root / "empty-store")})
     run_dir, port = run_root / "no-model", deploy.free_port()
     bento_path = str(deploy.bento_dir(bare_bento, settings))
-    proc, _, log_file = deploy.start_server(bento_path, port, run_dir=run_dir, settings=empty)
+    no_published = {"READMIT_ARTIFACTS_URI": str(run_root / "empty-artifacts")}
+    proc, _, log_file = deploy.start_server(
+        bento_path, port, run_dir=run_dir, settings=empty, env=no_published
+    )
     url = f"http://{deploy.HOST}:{port}"
     why = "no production model"
     try:
