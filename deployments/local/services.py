@@ -464,11 +464,14 @@ def prefect_spec(cfg: Config, ports: dict[str, int], state: dict[str, Any]) -> S
         database = ensure_prefect_database(cfg, state["services"]["postgres"]["ports"]["postgres"])
     else:
         database = f"sqlite+aiosqlite:///{cfg.prefect_home / 'prefect.db'}"
+    api = f"http://{HOST}:{port}/api"
     env = base_env() | {
         "PREFECT_HOME": str(cfg.prefect_home),
         "PREFECT_API_DATABASE_CONNECTION_URL": database,
+        # The UI's API URL comes from settings, not from `--port`: without this, a server on
+        # any port but 4200 serves a UI that calls 127.0.0.1:4200 and shows no data.
+        "PREFECT_UI_API_URL": api,
     }
-    api = f"http://{HOST}:{port}/api"
     argv = [tool("prefect"), "server", "start", "--host", HOST, "--port", str(port)]
     return Spec(
         name="prefect-server", argv=argv, env=env, ports=ports, extra={"db": cfg.db},
