@@ -77,13 +77,13 @@ def test_prefect_ui_shows_deployments_schedule_trigger_and_completed_training(
             expect(link).to_have_text(name)
         sh.screenshot(page, "prefect-deployments")
 
-        page.locator(f'a[href$="/deployments/deployment/{ids["monitoring"]}"]').first.click()
+        open_from_list(page, ids["monitoring"])
         expect(page.get_by_text("Schedules", exact=True)).to_be_visible()
         expect(page.get_by_text("Every 2 minutes", exact=True)).to_be_visible()  # */2 * * * *
         sh.screenshot(page, "prefect-deployment-monitoring")
 
         page.go_back()
-        page.locator(f'a[href$="/deployments/deployment/{ids["retraining"]}"]').first.click()
+        open_from_list(page, ids["retraining"])
         expect(page.get_by_text("Triggers", exact=True)).to_be_visible()
         expect(page.get_by_text("retrain-on-drift", exact=True)).to_be_visible()
         sh.screenshot(page, "prefect-deployment-retraining")
@@ -99,6 +99,18 @@ def test_prefect_ui_shows_deployments_schedule_trigger_and_completed_training(
         expect(entry).to_be_visible()
         sh.screenshot(page, "prefect-flow-runs")
     record_blocked("prefect-ui", blocked)
+
+
+def open_from_list(page: Any, deployment_id: str) -> None:
+    """Click a deployment's link on the (rendered) deployments list and wait for its page.
+
+    The SPA re-renders the list after `go_back`; a click on the first render can be lost, so
+    the link must be visible first, and the navigation is awaited, not assumed.
+    """
+    link = page.locator(f'a[href$="/deployments/deployment/{deployment_id}"]').first
+    expect(link).to_be_visible()
+    link.click()
+    page.wait_for_url(re.compile(rf"/deployments/deployment/{deployment_id}"))
 
 
 def test_bento_swagger_ui_renders_offline_and_scores(bento: sh.ServedBento, tmp_path: Path):
