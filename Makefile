@@ -12,6 +12,8 @@ export BENTOML_DO_NOT_TRACK := true
 export WHYLOGS_NO_ANALYTICS := 1
 # XGBoost/OpenMP threads spin while idle by default: on 2 shared cores that is ~6x slower.
 export OMP_WAIT_POLICY := PASSIVE
+# Prefect's temporary local API migrates its database on first start: >20 s on 2 busy cores.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
 .PHONY: help
 help: ## List the targets

@@ -112,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-timeout", type=float, default=120.0)
     parser.add_argument("--base-port", type=int, help="blue/green pair base (default: 3000)")
     args = parser.parse_args(argv)
+    if args.model_tag is None and registry.production_tag() is None:
+        # Said before any flow run starts: "nothing to serve yet" is not a failed deployment.
+        print("error: nothing to deploy: no production model; run `readmit train`", file=sys.stderr)
+        return 2
     try:
         out = deployment_flow(
             model_tag=args.model_tag,

@@ -2,7 +2,10 @@
 
 Services (in start order): PostgreSQL (only with `--db postgres`), the Prefect server, SeaweedFS S3,
 the Prometheus Pushgateway, Prometheus, and a Prefect process worker on the `readmit-process` pool;
-then `prefect --no-prompt deploy --all` when the project has a `prefect.yaml`.
+then `prefect --no-prompt deploy --all` when the project has a `prefect.yaml`; then the BentoML
+service: the deployment flow (recorded by the server, so it shows in the UI) builds the production
+model's bento and serves it blue/green on 127.0.0.1:3000/3001 (`.run/serving/`). Without a
+production model yet, `up` says so and the first promotion deploys it.
 
 Everything lives under the run directory (`.run/` in the project, gitignored): `state.json`
 (PIDs, process start times, ports), `logs/<service>.log`, the Prefect home and SQLite database,
@@ -102,6 +105,8 @@ class Config:
     scrape_interval: str | None = None  # override prometheus.yml's global interval (tests)
     worker_env: dict[str, str] = field(default_factory=dict)  # extra env for the worker's flows
     tie_to_parent: bool = False  # children get SIGTERM if this process dies (test fixtures)
+    serve: bool = False  # deploy the production bento at the end of `up` (the CLI's default)
+    bento_port: int = 3000  # blue/green pair: bento_port and bento_port + 1
 
     @property
     def state_file(self) -> Path:
@@ -110,6 +115,12 @@ class Config:
     @property
     def prefect_home(self) -> Path:
         return self.run_dir / "prefect"
+
+    @property
+    def serving_dir(self) -> Path:
+        """readmit.deploy's state and server homes (`.run/serving` is also its own default, so
+        the retraining flow's redeploy finds the service `up` started)."""
+        return self.run_dir / "serving"
 
 
 # ---------------------------------------------------------------- small helpers
@@ -653,6 +664,64 @@ def deployment_names(state: dict[str, Any]) -> list[str]:
         return sorted(dep["name"] for dep in json.loads(resp.read()))
 
 
+def serve_bento(cfg: Config, state: dict[str, Any], timeout: float = 900) -> bool:
+    """Deploy the production model's bento with the deployment flow, against the running server.
+
+    The flow runs here (not on the worker) so `up` can wait for it; PREFECT_API_URL makes it a
+    run in the UI all the same. Returns False, with a hint, when there is no production model.
+    """
+    env = base_env() | {"PREFECT_HOME": str(cfg.prefect_home)} | client_env(cfg, state)
+    env |= cfg.worker_env
+    argv = [sys.executable, str(PROJECT_ROOT / "flows" / "deployment.py"), "--no-containerize",
+            "--run-dir", str(cfg.serving_dir), "--base-port", str(cfg.bento_port)]  # fmt: skip
+    log_path = cfg.run_dir / "logs" / "bento-deploy.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log("bento: building and deploying the production model (deployment flow)...")
+    done = subprocess.run(
+        argv, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        check=False,
+    )  # fmt: skip
+    log_path.write_text(done.stdout + done.stderr)
+    if done.returncode == 2 and "no production model" in done.stderr:
+        log("bento: no production model yet. Train one (`make run`, `readmit train` or the "
+            "`training` deployment); the retraining flow's promotion deploys it.")  # fmt: skip
+        return False
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
+        raise ServiceError(f"the bento did not deploy; the other services stay up. "
+                           f"Full log {log_path}:\n{tail}")  # fmt: skip
+    return True
+
+
+def bento_status(cfg: Config) -> dict[str, Any] | None:
+    """The locally deployed bento as a status row (None if `up` never deployed one)."""
+    if not (cfg.serving_dir / "state.json").exists():
+        return None
+    from readmit import deploy  # the venv's readmit; only needed once a bento was deployed
+
+    current = deploy.status(cfg.serving_dir)
+    if "pid" not in current:
+        return None
+    url = current["url"]
+    return {
+        "pid": current["pid"], "running": current["running"], "healthy": current["ready"],
+        "ports": {"bento": current["port"]},
+        "urls": {"api": url, "swagger": f"{url}/", "metrics": f"{url}/metrics"},
+        "log": current["log_file"], "model": current["model_tag"],
+    }  # fmt: skip
+
+
+def stop_bento(cfg: Config) -> bool:
+    """Stop the deployed bento (if any); True if one was running."""
+    row = bento_status(cfg)
+    if row is None:
+        return False
+    from readmit import deploy
+
+    deploy.stop(cfg.serving_dir)
+    return bool(row["running"])
+
+
 # ---------------------------------------------------------------- up / down / status
 
 
@@ -745,14 +814,22 @@ def up(cfg: Config, only: Iterable[str] | None = None, run_deploy: bool = True) 
         raise
     if run_deploy and "prefect-server" in state["services"] and "worker" in wanted:
         deploy(cfg)
+    if cfg.serve and "prefect-server" in state["services"]:
+        row = bento_status(cfg)
+        if row and row["healthy"]:
+            log(f"bento already serving {row['model']} (pid {row['pid']})")
+        else:
+            serve_bento(cfg, state)
     return time.monotonic() - t0
 
 
 def stop(cfg: Config, names: Iterable[str] | None = None) -> list[str]:
     """Stop recorded services (all, or `names`) in reverse start order; returns what was stopped."""
     state = load_state(cfg)
-    names = set(state["services"]) if names is None else set(names)
     stopped = []
+    if (names is None or "bento" in names) and stop_bento(cfg):
+        stopped.append("bento")
+    names = set(state["services"]) if names is None else set(names)
     for name in reversed(ORDER):
         record = state["services"].get(name)
         if name in names and record:
@@ -775,6 +852,9 @@ def status(cfg: Config) -> dict[str, dict[str, Any]]:
             "pid": record["pid"], "running": alive(record), "healthy": healthy(name, cfg, record),
             "ports": record["ports"], "urls": record["urls"], "log": record["log"],
         }  # fmt: skip
+    bento = bento_status(cfg)
+    if bento is not None:
+        report["bento"] = bento
     return report
 
 
@@ -821,10 +901,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p_up.add_argument("--bucket", default="readmit")
     p_up.add_argument(
         "--bento-target",
-        default=f"{HOST}:3000,{HOST}:3001",
-        help="host:port[,host:port] Prometheus scrapes",
+        help="host:port[,host:port] Prometheus scrapes (default: the --bento-port pair)",
     )
     p_up.add_argument("--free-ports", action="store_true", help="use free ports, not the defaults")
+    p_up.add_argument("--no-serve", action="store_true", help="do not deploy the bento")
+    p_up.add_argument("--bento-port", type=int, default=3000,
+                      help="blue/green pair base of the bento (3000: 3000 and 3001)")  # fmt: skip
     p_up.add_argument("--scrape-interval", help="override Prometheus' interval, e.g. 2s")
     for key in ("prefect", "s3", "prometheus", "pushgateway", "postgres"):
         p_up.add_argument(f"--{key}-port", type=int, help=f"default {DEFAULT_PORTS[key]}")
@@ -842,7 +924,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config(run_dir=args.run_dir.resolve())
     try:
         if args.command == "up":
-            cfg.db, cfg.bucket, cfg.bento_target = args.db, args.bucket, args.bento_target
+            cfg.db, cfg.bucket, cfg.bento_port = args.db, args.bucket, args.bento_port
+            cfg.serve = not args.no_serve
+            cfg.bento_target = args.bento_target or (
+                f"{HOST}:{args.bento_port},{HOST}:{args.bento_port + 1}"
+            )
             cfg.free_ports, cfg.artifacts_s3 = args.free_ports, args.artifacts == "s3"
             cfg.scrape_interval = args.scrape_interval
             for key in ("prefect", "s3", "prometheus", "pushgateway", "postgres"):

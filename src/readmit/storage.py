@@ -11,8 +11,24 @@ from fsspec.core import url_to_fs
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem and in-filesystem path of a URL or local path."""
+    """The filesystem and in-filesystem path of a URL or local path.
+
+    S3 requests retry transient failures (5xx, SlowDown, throttling, dropped connections) in
+    botocore's standard mode, `settings.s3_max_attempts` attempts each, and s3fs retries
+    connection errors and SlowDown on top (5 times): a busy or restarting store delays a flow,
+    it does not fail it. Credentials and endpoint still come only from the AWS_* env vars.
+    """
+    if url.startswith(("s3://", "s3a://")):
+        return url_to_fs(url, **s3_options())
     return url_to_fs(url)
+
+
+def s3_options() -> dict[str, Any]:
+    """s3fs constructor options: botocore's retry policy."""
+    from readmit.settings import get_settings
+
+    attempts = get_settings().s3_max_attempts
+    return {"config_kwargs": {"retries": {"total_max_attempts": attempts, "mode": "standard"}}}
 
 
 def exists(url: str) -> bool:

@@ -72,11 +72,10 @@ def service_helpers() -> ModuleType:
     return sys.modules[name]
 
 
-def _start_bento(full_frame: pd.DataFrame, run_dir: Path) -> ServedBento:
-    """Register the small test model, `bentoml build` it, serve it and wait until ready."""
-    from readmit import data, deploy, registry
+def register_small_model(full_frame: pd.DataFrame) -> str:
+    """The small test model (3,000 real encounters) saved as a candidate; its tag."""
+    from readmit import data, registry
     from readmit.schema import INPUT_COLUMNS
-    from readmit.settings import get_settings
 
     ordered = data.in_time_order(full_frame).iloc[20_000:23_000].reset_index(drop=True)
     train_frame = data.exclude_died_or_hospice(ordered)
@@ -88,7 +87,15 @@ def _start_bento(full_frame: pd.DataFrame, run_dir: Path) -> ServedBento:
         "feature_names": list(INPUT_COLUMNS),
     }
     model = service_helpers().small_model(train_frame)
-    model_tag = registry.save_model(model, metadata, stage="candidate")
+    return registry.save_model(model, metadata, stage="candidate")
+
+
+def _start_bento(full_frame: pd.DataFrame, run_dir: Path) -> ServedBento:
+    """Register the small test model, `bentoml build` it, serve it and wait until ready."""
+    from readmit import deploy
+    from readmit.settings import get_settings
+
+    model_tag = register_small_model(full_frame)
     bento_tag = deploy.build_bento(model_tag, get_settings())
     port = deploy.free_port()
     env = {"READMIT_PREDICTION_LOG_DIR": str(run_dir / "prediction_logs")}

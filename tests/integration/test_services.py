@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import s3fs
+import stack_helpers as sh
 
 pytestmark = pytest.mark.integration
 
@@ -171,6 +172,61 @@ def test_up_status_env_down_round_trip(run_dir: Path) -> None:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
     assert not [p for p in ports if port_open(p)]
     print(f"cold up to all-healthy (no deploy, no bento): {up_seconds:.1f} s")
+
+
+def free_port_pair() -> int:
+    """A port p with p and p + 1 both free (the bento's blue/green pair)."""
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port < 65535 and not port_open(port) and not port_open(port + 1):
+            return port
+    raise AssertionError("no free port pair")
+
+
+def test_up_deploys_the_production_bento_and_down_stops_it(
+    run_dir: Path, fresh_settings: Any, full_frame: Any
+) -> None:
+    from readmit import registry
+
+    # Nothing to serve yet: `up` says so and still succeeds.
+    bento_port = free_port_pair()
+    args = ["up", "--only", "prefect-server", "--free-ports", "--bento-port", str(bento_port)]
+    done = cli(run_dir, *args, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "no production model yet" in done.stderr
+    assert "bento" not in status(run_dir)[1]
+
+    # With a production model (this test's own registry; the CLI inherits the env), the
+    # deployment flow builds and serves it, recorded as a run on the stack's Prefect server.
+    model_tag = sh.register_small_model(full_frame)
+    registry.promote(model_tag, reason="test: make up serves production")
+    done = cli(run_dir, *args, timeout=900)
+    assert done.returncode == 0, done.stderr
+    code, report = status(run_dir)
+    assert code == 0, report
+    bento = report["bento"]
+    assert bento["healthy"] and bento["model"] == model_tag
+    assert bento["ports"]["bento"] in (bento_port, bento_port + 1)
+    assert get_json(f"{bento['urls']['api']}/model")["model_tag"] == model_tag
+    api = report["prefect-server"]["urls"]["api"]
+    runs = get_json(
+        f"{api}/flow_runs/filter",
+        json.dumps({"flows": {"name": {"any_": ["deployment"]}}}).encode(),
+    )
+    assert [r["state_type"] for r in runs] == ["COMPLETED"]
+
+    # A second `up` keeps the serving bento; `down` stops it and frees its port.
+    assert cli(run_dir, *args).returncode == 0
+    assert status(run_dir)[1]["bento"]["pid"] == bento["pid"]
+    done = cli(run_dir, "down")
+    assert done.returncode == 0 and "bento" in done.stdout
+    assert not port_open(bento["ports"]["bento"])
+    assert (
+        not Path(f"/proc/{bento['pid']}").exists()
+        or "Z" in Path(f"/proc/{bento['pid']}/stat").read_text()
+    )
 
 
 def test_prefect_on_postgres(run_dir: Path) -> None:
