@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     min_roc_auc: float = 0.62
     max_subgroup_auc_gap: float = 0.08
     subgroup_min_size: int = 200
+    s3_max_attempts: int = Field(
+        default=8,
+        ge=1,
+        description="Attempts per S3 request (botocore standard retry mode: 5xx, SlowDown, "
+        "throttling and dropped connections, with jittered exponential back-off).",
+    )
     pushgateway_url: str | None = Field(
         default=None, description="Prometheus Pushgateway for monitoring metrics (unset: none)."
     )
