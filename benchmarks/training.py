@@ -29,6 +29,10 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="readmit-bench-"))
     os.environ["READMIT_BENTOML_HOME"] = os.environ["BENTOML_HOME"] = str(scratch / "bentoml")
     os.environ["READMIT_ARTIFACTS_URI"] = str(scratch / "artifacts")
+    # Prefect's temporary API gets its own database: a shared ~/.prefect/prefect.db is locked by
+    # any other Prefect process on the machine (tests, a worker), which slows the start-up.
+    os.environ["PREFECT_HOME"] = str(scratch / "prefect")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     sys.path.insert(0, str(ROOT))
     from flows.training import training_flow
 
