@@ -54,9 +54,10 @@ def loop_flow(
             search_budget_s=search_budget_s,
             redeploy_service=serve,
         )
+    redeployed = (retrained or {}).get("deployment")
     return {
         "trained": trained,
-        "service": service,
+        "service": redeployed or service,  # what serves now (blue/green moves the port)
         "replay": replay,
         "monitoring": monitored,
         "retraining": retrained,

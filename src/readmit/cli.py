@@ -130,11 +130,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def format_loop_summary(out: dict[str, Any]) -> str:
     """What happened in the loop, in a few lines a newcomer can follow."""
     lines = ["", "== readmit loop summary ==", format_training_summary(out["trained"])]
-    if out["service"]:
-        lines += [
-            f"service      {out['service']['url']} (bento {out['service']['bento_tag']})",
-            f"try it       {out['service']['curl']}",
-        ]
     episode = out["replay"]["episode"]
     lines.append(
         f"replay       {len(out['replay']['batches'])} batches; drift: "
@@ -158,8 +153,16 @@ def format_loop_summary(out: dict[str, Any]) -> str:
             f"retraining   challenger {r['challenger']} {verdict}: {'; '.join(r['reasons'])}"
         )
         if r.get("deployment"):
-            lines.append(f"redeployed   {r['deployment']}")
+            d = r["deployment"]
+            lines.append(f"redeployed   {d['model_tag']} (replaced pid {d['replaced_pid']})")
     lines.append(f"audit log    {get_settings().artifact('audit', 'audit.jsonl')}")
+    if out["service"]:
+        service = out["service"]
+        lines += [
+            f"serving now  {service['model_tag']} at {service['url']} "
+            f"(bento {service['bento_tag']})",
+            f"try it       {service['curl']}",
+        ]
     return "\n".join(lines)
 
 
