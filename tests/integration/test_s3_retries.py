@@ -154,7 +154,7 @@ def test_without_retries_the_write_fails_and_leaves_nothing(
     url = f"{s3_prefix}/no-retry/model.bin"
     try:
         with flaky_endpoint(s3_server.endpoint, monkeypatch, "InternalError") as proxy:
-            with pytest.raises(OSError, match="InternalError|internal error"):
+            with pytest.raises(OSError, match=r"InternalError|internal error"):
                 storage.write_bytes(url, b"x" * 1024)
                 raise AssertionError(f"no error; requests seen: {dict(proxy.seen)}")
             assert proxy.refused >= 1
