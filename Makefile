@@ -51,6 +51,10 @@ lint: install ## ruff lint + format check, mypy on src/
 bench-training: install ## Benchmark: whole training flow on the full data
 	$(BIN)/python benchmarks/training.py
 
+.PHONY: bench-scaleout
+bench-scaleout: install ## Benchmark: same XGBoost candidates in-process vs on a Dask LocalCluster
+	$(BIN)/python benchmarks/scaleout.py
+
 .PHONY: up
 up: install ## Start the local stack on 127.0.0.1 (Prefect server+worker, S3, Prometheus); UP_ARGS="--db postgres --artifacts s3"
 	$(BIN)/python deployments/local/services.py up $(UP_ARGS)

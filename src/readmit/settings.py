@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         description="Attempts per S3 request (botocore standard retry mode: 5xx, SlowDown, "
         "throttling and dropped connections, with jittered exponential back-off).",
     )
+    dask_address: str | None = Field(
+        default=None,
+        description="Where the training flow's XGBoost search runs: unset = in-process, "
+        "sequential; 'local' = a Dask LocalCluster started for the run (one single-threaded "
+        "worker process per core); 'tcp://host:8786' = an existing Dask scheduler.",
+    )
     pushgateway_url: str | None = Field(
         default=None, description="Prometheus Pushgateway for monitoring metrics (unset: none)."
     )

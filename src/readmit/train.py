@@ -15,6 +15,9 @@ Why it is shaped like this (2 cores, a ~90 s search budget on ~80k rows):
 * The final model is refitted on all training rows with the mean early-stopping round count
   scaled by the data-size ratio; its operating threshold is chosen on the out-of-fold
   predictions (never on the holdout) and stored on the fitted model.
+* `train_models` is three phases, `prepare_training` -> search -> `finish_training`, so that a
+  flow can run the search elsewhere: `readmit.fanout` evaluates the same candidates on a Dask
+  cluster from picklable per-fold arrays (`FoldArrays`), the sequential search stays the default.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -54,6 +58,10 @@ DEFAULT_XGB_PARAMS: dict[str, Any] = {
     "gamma": 0.0,
 }
 """A known-good starting point, always evaluated first."""
+DEFAULT_N_ITER = 60
+"""Most candidates a search evaluates (the time budget usually binds first)."""
+DEFAULT_N_JOBS = 2
+"""XGBoost threads of the in-process search and of the final fit (the machine has 2 cores)."""
 
 
 class ReadmissionModel(Pipeline):
@@ -74,6 +82,10 @@ class Trial:
     best_rounds: list[int] = field(default_factory=list)
     seconds: float = 0.0
     complete: bool = False
+    worker: str | None = None
+    """Dask worker address that evaluated it (None: in-process)."""
+    pid: int | None = None
+    """Process that evaluated it (set by the fan-out)."""
 
     @property
     def mean_auc(self) -> float:
@@ -156,6 +168,15 @@ def grouped_folds(frame: pd.DataFrame, y: np.ndarray, n_splits: int, seed: int) 
     return list(splitter.split(np.zeros(len(y)), y, groups=frame["patient_nbr"].to_numpy()))
 
 
+def candidate_list(seed: int, n_iter: int) -> list[dict[str, Any]]:
+    """The search's candidates in order: the known-good default, then `n_iter - 1` random ones.
+
+    Both search paths take this list, so the same seed means the same candidates everywhere.
+    """
+    rng = np.random.default_rng(seed)
+    return [dict(DEFAULT_XGB_PARAMS)] + [sample_params(rng) for _ in range(n_iter - 1)]
+
+
 def sample_params(rng: np.random.Generator) -> dict[str, Any]:
     """One random XGBoost configuration (ranges that suit ~80k rows of tabular data)."""
     return {
@@ -191,6 +212,50 @@ class FoldData:
     valid_idx: np.ndarray
 
 
+@dataclass
+class FoldArrays:
+    """One CV fold as plain arrays: what crosses process boundaries (XGBoost matrices do not
+    pickle). `key` names this encoding, so a worker can build its matrices once and reuse them.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_valid: np.ndarray
+    y_valid: np.ndarray
+    valid_idx: np.ndarray
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+def encode_fold(
+    features: pd.DataFrame,
+    y: np.ndarray,
+    groups: np.ndarray,
+    train_idx: np.ndarray,
+    valid_idx: np.ndarray,
+    encoder: FeatureEncoder,
+) -> FoldArrays:
+    """Design matrices of one fold, the encoder fitted on the fold's training part only."""
+    fold_encoder = clone(encoder)
+    x_train = fold_encoder.fit_transform(
+        features.iloc[train_idx], y[train_idx], groups=groups[train_idx]
+    )
+    x_valid = fold_encoder.transform(features.iloc[valid_idx])
+    return FoldArrays(x_train, y[train_idx], x_valid, y[valid_idx], valid_idx)
+
+
+def fold_matrices(fold: FoldArrays, n_jobs: int) -> FoldData:
+    """XGBoost matrices of one fold (quantised once, reused by every candidate)."""
+    dtrain = xgb.QuantileDMatrix(fold.x_train, fold.y_train, nthread=n_jobs)
+    dvalid = xgb.DMatrix(fold.x_valid, fold.y_valid, nthread=n_jobs)
+    return FoldData(dtrain, dvalid, fold.y_valid, fold.valid_idx)
+
+
+def baseline_fold(fold: FoldArrays, seed: int) -> np.ndarray:
+    """Logistic-regression baseline's predictions on the fold's validation part."""
+    baseline = Pipeline(baseline_steps(seed)).fit(fold.x_train, fold.y_train)
+    return np.asarray(baseline.predict_proba(fold.x_valid)[:, 1])
+
+
 def prepare_folds(
     features: pd.DataFrame,
     y: np.ndarray,
@@ -203,19 +268,32 @@ def prepare_folds(
 ) -> tuple[list[FoldData], np.ndarray, list[float]]:
     """Per fold: encoder fitted on the training part only, XGBoost matrices built once, and the
     logistic-regression baseline's out-of-fold predictions (same matrices, no second encoding).
+    The arrays are dropped fold by fold: only the compact quantised matrices stay in memory.
     """
     out, oof, fold_auc = [], np.full(len(y), np.nan), []
     for train_idx, valid_idx in folds:
-        fold_encoder = clone(encoder)
-        x_train = fold_encoder.fit_transform(
-            features.iloc[train_idx], y[train_idx], groups=groups[train_idx]
-        )
-        x_valid = fold_encoder.transform(features.iloc[valid_idx])
-        dtrain = xgb.QuantileDMatrix(x_train, y[train_idx], nthread=n_jobs)
-        dvalid = xgb.DMatrix(x_valid, y[valid_idx], nthread=n_jobs)
-        out.append(FoldData(dtrain, dvalid, y[valid_idx], valid_idx))
-        baseline = Pipeline(baseline_steps(seed)).fit(x_train, y[train_idx])
-        oof[valid_idx] = baseline.predict_proba(x_valid)[:, 1]
+        fold = encode_fold(features, y, groups, train_idx, valid_idx, encoder)
+        out.append(fold_matrices(fold, n_jobs))
+        oof[valid_idx] = baseline_fold(fold, seed)
+        fold_auc.append(float(roc_auc_score(y[valid_idx], oof[valid_idx])))
+    return out, oof, fold_auc
+
+
+def prepare_fold_arrays(
+    features: pd.DataFrame,
+    y: np.ndarray,
+    groups: np.ndarray,
+    folds: Folds,
+    encoder: FeatureEncoder,
+    *,
+    seed: int,
+) -> tuple[list[FoldArrays], np.ndarray, list[float]]:
+    """As `prepare_folds`, but keeps each fold's arrays (for shipping to other processes)."""
+    out, oof, fold_auc = [], np.full(len(y), np.nan), []
+    for train_idx, valid_idx in folds:
+        fold = encode_fold(features, y, groups, train_idx, valid_idx, encoder)
+        out.append(fold)
+        oof[valid_idx] = baseline_fold(fold, seed)
         fold_auc.append(float(roc_auc_score(y[valid_idx], oof[valid_idx])))
     return out, oof, fold_auc
 
@@ -281,6 +359,7 @@ def search_xgboost(
     n_jobs: int,
     margin: float = 0.003,
     refit_share: float = 0.6,
+    candidates: list[dict[str, Any]] | None = None,
 ) -> tuple[Trial, np.ndarray, list[Trial]]:
     """Budgeted random search with racing; returns (best trial, its OOF predictions, all trials).
 
@@ -288,10 +367,11 @@ def search_xgboost(
     held back for the refit (all rows, ~1.3x the rounds, but no early-stopping tail and one fit
     instead of one per fold). A new candidate starts only if one more fold fits in what is left.
     The default configuration always runs to completion first, whatever the budget.
+    `candidates` replaces `candidate_list(seed, n_iter)`; `margin=math.inf` disables racing.
     """
-    rng = np.random.default_rng(seed)
     start = time.perf_counter()
-    candidates = [dict(DEFAULT_XGB_PARAMS)] + [sample_params(rng) for _ in range(n_iter - 1)]
+    if candidates is None:
+        candidates = candidate_list(seed, n_iter)
     trials: list[Trial] = []
     best: Trial | None = None
     best_oof: np.ndarray | None = None
@@ -405,19 +485,110 @@ def _timer(timings: dict[str, float], step: str, start: float) -> float:
     return now
 
 
+@dataclass
+class Prepared:
+    """Training inputs up to the search: labels, patient groups, folds, and the feature steps.
+
+    `steps` are the fitted label-free steps followed by the UNFITTED encoder (fitted per fold
+    for CV, on all rows for the final model); `features` is the label-free steps' output.
+    """
+
+    y: np.ndarray
+    groups: np.ndarray
+    folds: Folds
+    steps: list[tuple[str, Any]]
+    features: pd.DataFrame
+    label: LabelDefinition
+    seed: int
+
+    @property
+    def encoder(self) -> FeatureEncoder:
+        """The unfitted encoder (last step)."""
+        encoder: FeatureEncoder = self.steps[-1][1]
+        return encoder
+
+
+def prepare_training(
+    train_frame: pd.DataFrame,
+    *,
+    label: LabelDefinition = "<30",
+    seed: int = 42,
+    n_splits: int = 3,
+    history_salt: str | None = None,
+    min_frequency: int | None = None,
+) -> Prepared:
+    """Labels, label-free features (computed once, see module doc) and patient-grouped folds."""
+    if history_salt is None:
+        from readmit.settings import get_settings
+
+        history_salt = get_settings().history_salt
+    y = make_label(train_frame, label).astype(np.int64)
+    groups = train_frame["patient_nbr"].to_numpy()
+    steps = build_preprocessor(history_salt, min_frequency or auto_min_frequency(len(y)))
+    feature_steps, features = fit_label_free_steps(steps[:-1], train_frame)
+    folds = grouped_folds(train_frame, y, n_splits, seed)
+    return Prepared(y, groups, folds, [*feature_steps, steps[-1]], features, label, seed)
+
+
+def finish_training(
+    prepared: Prepared,
+    search: tuple[Trial, np.ndarray, list[Trial]],
+    baseline_cv: tuple[list[float], np.ndarray],
+    timings: dict[str, float],
+    *,
+    n_jobs: int,
+) -> TrainingResult:
+    """Refit the encoder and the best XGBoost on all rows, fit the LR baseline, assemble both.
+
+    Args:
+        prepared: What `prepare_training` returned.
+        search: (best trial, its out-of-fold predictions, all trials) of either search path.
+        baseline_cv: The baseline's per-fold ROC AUC and out-of-fold predictions.
+        timings: Step timings so far; the final fit and the baseline are added to it.
+        n_jobs: Threads for the final XGBoost fit.
+    """
+    best, oof, trials = search
+    y, groups, seed, label = prepared.y, prepared.groups, prepared.seed, prepared.label
+    start = time.perf_counter()
+    encoder = prepared.encoder
+    X = encoder.fit_transform(prepared.features, y, groups=groups)
+    rounds = max(1, round(float(np.mean(best.best_rounds)) * (1 + 1 / len(prepared.folds))))
+    clf = fit_xgboost(X, y, best.params, rounds, seed=seed, n_jobs=n_jobs)
+    start = _timer(timings, "train_final_fit", start)
+    lr = Pipeline(baseline_steps(seed)).fit(X, y)
+    _timer(timings, "train_baseline", start)
+    fitted_steps = prepared.steps
+    model = assemble(fitted_steps, [("classifier", clf)], max_f1_threshold(y, oof), label)
+    lr_oof = baseline_cv[1]
+    baseline = assemble(copy.deepcopy(fitted_steps), lr.steps, max_f1_threshold(y, lr_oof), label)
+    cv_scores = cv_report(y, prepared.folds, trials, (best.fold_auc, oof), baseline_cv)
+    return TrainingResult(
+        model=model,
+        baseline=baseline,
+        best_params={**best.params, "n_estimators": rounds},
+        cv_scores=cv_scores,
+        feature_names=[str(n) for n in encoder.get_feature_names_out()],
+        timings=timings,
+        search_trials=[t.to_dict() for t in trials],
+        label_definition=label,
+    )
+
+
 def train_models(
     train_frame: pd.DataFrame,
     *,
     label: LabelDefinition = "<30",
     seed: int = 42,
     search_budget_s: float = 90.0,
-    n_iter: int = 60,
-    n_jobs: int = 2,
+    n_iter: int = DEFAULT_N_ITER,
+    n_jobs: int = DEFAULT_N_JOBS,
     n_splits: int = 3,
     history_salt: str | None = None,
     min_frequency: int | None = None,
 ) -> TrainingResult:
     """Fit the feature pipeline, tune XGBoost on patient-grouped CV, fit the LR baseline.
+
+    The sequential, in-process path; `readmit.fanout` runs the same search on a Dask cluster.
 
     Args:
         train_frame: Raw encounters (schema dtypes) with `patient_nbr`, `encounter_id` and
@@ -433,43 +604,22 @@ def train_models(
         min_frequency: Rows a category needs for its own indicator; default scales with size.
     """
     timings: dict[str, float] = {}
-    if history_salt is None:
-        from readmit.settings import get_settings
-
-        history_salt = get_settings().history_salt
     start = time.perf_counter()
-    y = make_label(train_frame, label).astype(np.int64)
-    groups = train_frame["patient_nbr"].to_numpy()
-    steps = build_preprocessor(history_salt, min_frequency or auto_min_frequency(len(y)))
-    feature_steps, features = fit_label_free_steps(steps[:-1], train_frame)
-    folds = grouped_folds(train_frame, y, n_splits, seed)
+    p = prepare_training(
+        train_frame,
+        label=label,
+        seed=seed,
+        n_splits=n_splits,
+        history_salt=history_salt,
+        min_frequency=min_frequency,
+    )
     fold_data, lr_oof, lr_fold_auc = prepare_folds(
-        features, y, groups, folds, steps[-1][1], seed=seed, n_jobs=n_jobs
+        p.features, p.y, p.groups, p.folds, p.encoder, seed=seed, n_jobs=n_jobs
     )
     start = _timer(timings, "train_features_and_baseline_cv", start)
-    best, oof, trials = search_xgboost(
+    search = search_xgboost(
         fold_data, seed=seed, budget_s=search_budget_s, n_iter=n_iter, n_jobs=n_jobs
     )
     del fold_data
-    start = _timer(timings, "train_search", start)
-    encoder = steps[-1][1]
-    X = encoder.fit_transform(features, y, groups=groups)
-    rounds = max(1, round(float(np.mean(best.best_rounds)) * (1 + 1 / n_splits)))
-    clf = fit_xgboost(X, y, best.params, rounds, seed=seed, n_jobs=n_jobs)
-    start = _timer(timings, "train_final_fit", start)
-    lr = Pipeline(baseline_steps(seed)).fit(X, y)
-    _timer(timings, "train_baseline", start)
-    fitted_steps = [*feature_steps, steps[-1]]
-    model = assemble(fitted_steps, [("classifier", clf)], max_f1_threshold(y, oof), label)
-    baseline = assemble(copy.deepcopy(fitted_steps), lr.steps, max_f1_threshold(y, lr_oof), label)
-    cv_scores = cv_report(y, folds, trials, (best.fold_auc, oof), (lr_fold_auc, lr_oof))
-    return TrainingResult(
-        model=model,
-        baseline=baseline,
-        best_params={**best.params, "n_estimators": rounds},
-        cv_scores=cv_scores,
-        feature_names=[str(n) for n in encoder.get_feature_names_out()],
-        timings=timings,
-        search_trials=[t.to_dict() for t in trials],
-        label_definition=label,
-    )
+    _timer(timings, "train_search", start)
+    return finish_training(p, search, (lr_fold_auc, lr_oof), timings, n_jobs=n_jobs)
