@@ -55,6 +55,22 @@ bench-training: install ## Benchmark: whole training flow on the full data
 bench-scaleout: install ## Benchmark: same XGBoost candidates in-process vs on a Dask LocalCluster
 	$(BIN)/python benchmarks/scaleout.py
 
+.PHONY: bench-serving
+bench-serving: install ## Benchmark: in-process limit, the bento over HTTP, FastAPI baseline, 60 s load
+	$(BIN)/python benchmarks/serving.py
+
+.PHONY: bench-drift
+bench-drift: install ## Benchmark: false alarms, detection per scenario and strength, monitoring cost
+	$(BIN)/python benchmarks/drift.py
+
+.PHONY: bench-operations
+bench-operations: install ## Benchmark: cold make up, training local vs S3, inbox to retraining run
+	$(BIN)/python benchmarks/operations.py
+
+.PHONY: bench-quality
+bench-quality: install ## Benchmark: model quality on the patient-disjoint holdout (no Prefect)
+	$(BIN)/python benchmarks/model_quality.py
+
 .PHONY: up
 up: install ## Start the local stack on 127.0.0.1 (Prefect server+worker, S3, Prometheus); UP_ARGS="--db postgres --artifacts s3"
 	$(BIN)/python deployments/local/services.py up $(UP_ARGS)

@@ -34,6 +34,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from readmit.train import (
+    REFIT_SHRINKAGE,
     FoldArrays,
     FoldData,
     Prepared,
@@ -190,7 +191,7 @@ def run_search(
     *,
     slots: int,
     budget_s: float,
-    refit_share: float = 0.6,
+    refit_share: float = 0.6 * REFIT_SHRINKAGE,
     log: Callable[[str], None] = lambda _: None,
 ) -> tuple[Trial, np.ndarray, list[Trial]]:
     """Keep `slots` candidates running until the candidates or the budget run out.
