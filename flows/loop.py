@@ -10,7 +10,7 @@ flow calls the retraining flow itself when monitoring emitted the event: same co
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
@@ -29,7 +29,7 @@ def loop_flow(
     n_batches: int = 6,
     batch_size: int = 2000,
     scenario: str = "covariate_shift",
-    strength: str = "strong",
+    strength: Literal["weak", "moderate", "strong"] = "strong",
     drift_start: int = 3,
     search_budget_s: float = 60.0,
 ) -> dict[str, Any]:

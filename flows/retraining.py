@@ -5,7 +5,7 @@ redeployed. Triggered by `readmit.drift.detected` (see prefect.yaml) or run by h
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -17,7 +17,7 @@ from readmit.settings import get_settings
 
 
 @task(cache_policy=NO_CACHE)
-def gather(champion: registry.LoadedModel | None, recent_batches: int) -> Any:
+def gather(champion: registry.LoadedModel | None, recent_batches: int) -> retraining.RetrainingData:
     """Champion's training cohort + every labelled batch -> challenger data and fair holdout."""
     settings = get_settings()
     meta = champion.metadata if champion else {}
@@ -75,7 +75,7 @@ def redeploy(tag: str) -> str:
 def retraining_flow(
     reason: str = "manual",
     drift_event_id: str | None = None,
-    label: str = "<30",
+    label: Literal["<30", "any"] = "<30",
     search_budget_s: float = 60.0,
     recent_batches: int = 2,
     redeploy_service: bool = True,

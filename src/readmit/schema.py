@@ -199,4 +199,4 @@ def encounter_model() -> type[BaseModel]:
     field names. Fields that may be missing in the data are optional (null = missing, "?").
     """
     fields = {COLUMN_BY_NAME[n].field_name: _field(COLUMN_BY_NAME[n]) for n in INPUT_COLUMNS}
-    return create_model("Encounter", __base__=_EncounterBase, **fields)
+    return create_model("Encounter", __base__=_EncounterBase, **fields)  # type: ignore[call-overload]
