@@ -42,14 +42,6 @@ def cluster():
         yield local.scheduler_address, client.run(os.getpid)
 
 
-@pytest.fixture
-def small_csv(tmp_path, full_frame) -> str:
-    rows = data.in_time_order(full_frame).iloc[:4000]
-    path = tmp_path / "encounters_small.csv"
-    path.write_bytes(data.to_csv_bytes(rows))
-    return str(path)
-
-
 def test_training_flow_searches_on_a_local_dask_cluster(harness, fresh_settings, small_csv):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

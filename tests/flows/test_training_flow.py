@@ -23,14 +23,6 @@ def harness():
         yield
 
 
-@pytest.fixture
-def small_csv(tmp_path, full_frame) -> str:
-    rows = data.in_time_order(full_frame).iloc[:4000]
-    path = tmp_path / "encounters_small.csv"
-    path.write_bytes(data.to_csv_bytes(rows))
-    return str(path)
-
-
 def test_training_flow_registers_a_model_with_lineage(harness, fresh_settings, small_csv):
     out = training_flow(data_uri=small_csv, search_budget_s=8)
     loaded = registry.load_model(out["tag"])
