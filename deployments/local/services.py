@@ -5,7 +5,8 @@ the Prometheus Pushgateway, Prometheus, and a Prefect process worker on the `rea
 then `prefect --no-prompt deploy --all` when the project has a `prefect.yaml`; then the BentoML
 service: the deployment flow (recorded by the server, so it shows in the UI) builds the production
 model's bento and serves it blue/green on 127.0.0.1:3000/3001 (`.run/serving/`). Without a
-production model yet, `up` says so and the first promotion deploys it.
+production model yet, `up` says so and the first promotion deploys it. `--no-serve` skips the
+bento; with `--only`, name `bento` to include it (`--only prefect-server,bento`).
 
 Everything lives under the run directory (`.run/` in the project, gitignored): `state.json`
 (PIDs, process start times, ports), `logs/<service>.log`, the Prefect home and SQLite database,
@@ -814,7 +815,8 @@ def up(cfg: Config, only: Iterable[str] | None = None, run_deploy: bool = True) 
         raise
     if run_deploy and "prefect-server" in state["services"] and "worker" in wanted:
         deploy(cfg)
-    if cfg.serve and "prefect-server" in state["services"]:
+    serve_wanted = only is None or "bento" in set(only)  # `--only` names "bento" to include it
+    if cfg.serve and serve_wanted and "prefect-server" in state["services"]:
         row = bento_status(cfg)
         if row and row["healthy"]:
             log(f"bento already serving {row['model']} (pid {row['pid']})")
@@ -894,7 +896,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start the stack (idempotent)")
     p_up.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
-    p_up.add_argument("--only", help=f"comma-separated subset of {','.join(ORDER)}")
+    p_up.add_argument("--only", help=f"comma-separated subset of {','.join(ORDER)},bento")
     p_up.add_argument("--no-deploy", action="store_true", help="skip `prefect deploy --all`")
     p_up.add_argument("--artifacts", choices=("local", "s3"), default="local",
                       help="s3: the worker's flows use s3://<bucket>/artifacts")  # fmt: skip
@@ -935,7 +937,7 @@ def main(argv: list[str] | None = None) -> int:
                 if getattr(args, f"{key}_port"):
                     cfg.ports[key] = getattr(args, f"{key}_port")
             only = args.only.split(",") if args.only else None
-            unknown = set(only or ()) - set(ORDER)
+            unknown = set(only or ()) - {*ORDER, "bento"}
             if unknown:
                 raise ServiceError(f"unknown service(s) {sorted(unknown)}; choose from {ORDER}")
             seconds = up(cfg, only=only, run_deploy=not args.no_deploy)

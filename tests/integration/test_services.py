@@ -101,7 +101,9 @@ def test_prometheus_config_and_rules_pass_promtool(
 
 def test_up_status_env_down_round_trip(run_dir: Path) -> None:
     started = time.monotonic()
-    done = cli(run_dir, "up", "--free-ports", "--no-deploy", "--scrape-interval", "1s")
+    done = cli(
+        run_dir, "up", "--free-ports", "--no-deploy", "--no-serve", "--scrape-interval", "1s"
+    )
     assert done.returncode == 0, done.stderr
     up_seconds = time.monotonic() - started
 
@@ -152,7 +154,7 @@ def test_up_status_env_down_round_trip(run_dir: Path) -> None:
     # A second `up` keeps what runs: same PIDs, only health checks.
     pids = {name: row["pid"] for name, row in report.items()}
     started = time.monotonic()
-    assert cli(run_dir, "up", "--no-deploy").returncode == 0
+    assert cli(run_dir, "up", "--no-deploy", "--no-serve").returncode == 0
     assert time.monotonic() - started < 30
     assert {name: row["pid"] for name, row in status(run_dir)[1].items()} == pids
 
@@ -192,7 +194,7 @@ def test_up_deploys_the_production_bento_and_down_stops_it(
 
     # Nothing to serve yet: `up` says so and still succeeds.
     bento_port = free_port_pair()
-    args = ["up", "--only", "prefect-server", "--free-ports", "--bento-port", str(bento_port)]
+    args = ["up", "--only", "prefect-server,bento", "--free-ports", "--bento-port", str(bento_port)]
     done = cli(run_dir, *args, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "no production model yet" in done.stderr
