@@ -57,18 +57,19 @@ def decide(champion_eval: Any, challenger_eval: Any) -> gates.GateResult:
     return gates.challenger_gate(champion, challenger_eval.to_dict(), policy)
 
 
-def redeploy(tag: str) -> str:
-    """Roll a running service to the new production model through the deployment flow.
+def redeploy(tag: str) -> dict[str, Any] | None:
+    """Roll a running service to the new production model through the deployment flow; its
+    summary (url, pid, replaced pid, curl, ...).
 
-    Where no service was deployed from this machine, there is nothing to roll: say so.
+    Where no service was deployed from this machine, there is nothing to roll: say so, None.
     """
     from flows.deployment import deployment_flow
     from readmit import deploy
 
     if deploy.running_server() is None:
         get_run_logger().info("no running service to redeploy; `make run` or flows/deployment.py")
-        return "no running service"
-    return str(deployment_flow(model_tag=tag))
+        return None
+    return deployment_flow(model_tag=tag)
 
 
 @flow(name="retraining", log_prints=True)
