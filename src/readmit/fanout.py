@@ -40,7 +40,7 @@ from readmit.train import (
     Prepared,
     Trial,
     fold_matrices,
-    prepare_fold_arrays,
+    prepare_folds,
     race_candidate,
 )
 
@@ -80,8 +80,8 @@ Submit = Callable[[int, dict[str, Any], list[float] | None, float], F]
 def encode_folds(prepared: Prepared) -> EncodedFolds:
     """Encode every fold once (per-fold encoder, as the sequential path) and run the baseline."""
     p = prepared
-    folds, oof, fold_auc = prepare_fold_arrays(
-        p.features, p.y, p.groups, p.folds, p.encoder, seed=p.seed
+    folds, oof, fold_auc = prepare_folds(
+        p.features, p.y, p.groups, p.folds, p.encoder, seed=p.seed, keep=lambda fold: fold
     )
     return EncodedFolds(folds, fold_auc, oof)
 

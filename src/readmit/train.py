@@ -26,8 +26,9 @@ import copy
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,7 @@ from readmit.evaluate import max_f1_threshold
 from readmit.features import EncounterFeatures, FeatureEncoder, PatientHistory, make_label
 
 LabelDefinition = Literal["<30", "any"]
+FoldT = TypeVar("FoldT")
 Folds = list[tuple[np.ndarray, np.ndarray]]
 THRESHOLD_RULE = "max_f1_oof"
 """Operating threshold: the probability that maximises F1 on out-of-fold training predictions."""
@@ -271,37 +273,21 @@ def prepare_folds(
     encoder: FeatureEncoder,
     *,
     seed: int,
-    n_jobs: int,
-) -> tuple[list[FoldData], np.ndarray, list[float]]:
-    """Per fold: encoder fitted on the training part only, XGBoost matrices built once, and the
-    logistic-regression baseline's out-of-fold predictions (same matrices, no second encoding).
-    The arrays are dropped fold by fold: only the compact quantised matrices stay in memory.
+    keep: Callable[[FoldArrays], FoldT],
+) -> tuple[list[FoldT], np.ndarray, list[float]]:
+    """Per fold: encoder fitted on the training part only, and the logistic-regression
+    baseline's out-of-fold predictions (same arrays, no second encoding).
+
+    `keep` turns each fold's arrays into what the search needs: `fold_matrices` in-process (the
+    arrays are dropped fold by fold, only the compact quantised matrices stay in memory), or the
+    arrays themselves for shipping to other processes (`readmit.fanout`).
     """
     out, oof, fold_auc = [], np.full(len(y), np.nan), []
     for train_idx, valid_idx in folds:
         fold = encode_fold(features, y, groups, train_idx, valid_idx, encoder)
-        out.append(fold_matrices(fold, n_jobs))
         oof[valid_idx] = baseline_fold(fold, seed)
         fold_auc.append(float(roc_auc_score(y[valid_idx], oof[valid_idx])))
-    return out, oof, fold_auc
-
-
-def prepare_fold_arrays(
-    features: pd.DataFrame,
-    y: np.ndarray,
-    groups: np.ndarray,
-    folds: Folds,
-    encoder: FeatureEncoder,
-    *,
-    seed: int,
-) -> tuple[list[FoldArrays], np.ndarray, list[float]]:
-    """As `prepare_folds`, but keeps each fold's arrays (for shipping to other processes)."""
-    out, oof, fold_auc = [], np.full(len(y), np.nan), []
-    for train_idx, valid_idx in folds:
-        fold = encode_fold(features, y, groups, train_idx, valid_idx, encoder)
-        out.append(fold)
-        oof[valid_idx] = baseline_fold(fold, seed)
-        fold_auc.append(float(roc_auc_score(y[valid_idx], oof[valid_idx])))
+        out.append(keep(fold))
     return out, oof, fold_auc
 
 
@@ -629,8 +615,9 @@ def train_models(
         min_frequency=min_frequency,
     )
     fold_data, lr_oof, lr_fold_auc = prepare_folds(
-        p.features, p.y, p.groups, p.folds, p.encoder, seed=seed, n_jobs=n_jobs
-    )
+        p.features, p.y, p.groups, p.folds, p.encoder, seed=seed,
+        keep=lambda fold: fold_matrices(fold, n_jobs),
+    )  # fmt: skip
     start = _timer(timings, "train_features_and_baseline_cv", start)
     search = search_xgboost(
         fold_data, seed=seed, budget_s=search_budget_s, n_iter=n_iter, n_jobs=n_jobs
