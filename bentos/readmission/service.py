@@ -22,12 +22,13 @@ import bentoml
 from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
-from readmit import registry, serving
+from readmit import prediction_log, registry, serving, serving_runtime
 from readmit.settings import get_settings
 
 logger = logging.getLogger("readmit.service")
 
 SETTINGS = get_settings()
+serving_runtime.install_timeout_fix()  # before BentoML builds the app: see serving_runtime
 EncounterRequest = serving.predict_request_model()
 BatchRequest = serving.batch_request_model(SETTINGS.max_batch_size)
 PACKED_MODEL_TAG: str | None = getattr(bentoml.use_arguments(), "model_tag", None) or None
@@ -45,7 +46,7 @@ model_app = FastAPI(title="readmission model info")
     metrics={"enabled": True},
     monitoring={
         "enabled": True,
-        "type": "default",
+        "type": "readmit.prediction_log.BufferedMonitor",
         "options": {"log_path": str(serving.prediction_log_dir(SETTINGS))},
     },
 )
@@ -88,12 +89,18 @@ class Readmission:
         self.metrics.model_ready.set(1)
         if SETTINGS.adaptive_batching:
             self.dispatch = serving.make_dispatcher(self._score_group)
+        serving_runtime.settle_heap()
         logger.info(
             "serving %s with %s (threshold %.4f)",
             self.loaded.tag,
             type(self.scorer).__name__,
             self.threshold,
         )
+
+    @bentoml.on_shutdown
+    def write_queued_prediction_logs(self) -> None:
+        """Prediction-log rows are queued in memory (readmit.prediction_log): write them."""
+        prediction_log.close_all()
 
     def __is_ready__(self) -> bool:
         return self.not_ready_reason is None
@@ -105,10 +112,10 @@ class Readmission:
     def _log(
         self, endpoint: str, records: list[dict[str, Any]], probs: list[float], risks: list[str]
     ) -> None:
-        """Metrics now; the prediction log after the response is sent (it is the slow part)."""
+        """Metrics, and the prediction log (queued in memory: `readmit.prediction_log`)."""
         assert self.loaded is not None
         serving.observe_predictions(self.metrics, endpoint, probs, risks)
-        Readmission.context.response.background.add_task(self._write_log, records, probs, risks)
+        self._write_log(records, probs, risks)
 
     def _write_log(
         self, records: list[dict[str, Any]], probs: list[float], risks: list[str]

@@ -294,3 +294,23 @@ def test_no_model_service_starts_but_is_not_ready(run_root: Path) -> None:
             assert "readmit_model_ready 0.0" in c.get("/metrics").text
     finally:
         deploy.stop_server(proc.pid)
+
+
+def test_prediction_log_is_written_on_a_normal_stop(bento_tag: str, run_root: Path) -> None:
+    """Rows are queued in memory (flushed every second); a SIGTERM stop still writes them."""
+    plogs = run_root / "stop_plogs"
+    port = deploy.free_port()
+    proc, _, log_file = deploy.start_server(
+        bento_tag, port, run_dir=run_root / "stop", env={"READMIT_PREDICTION_LOG_DIR": str(plogs)}
+    )
+    url = f"http://{deploy.HOST}:{port}"
+    try:
+        ok, reason = deploy.wait_ready(url, proc, READY_TIMEOUT_S)
+        assert ok, reason
+        marker = {**EXAMPLE, "num_lab_procedures": 111}
+        assert httpx.post(f"{url}/predict", json=marker, timeout=30).status_code == 200
+    finally:
+        deploy.stop_server(proc.pid)
+    files = sorted((plogs / MONITOR_NAME / "data").glob("data.*.log*"))
+    rows = [json.loads(ln) for f in files for ln in f.read_text().splitlines() if ln.strip()]
+    assert [r["num_lab_procedures"] for r in rows] == [111], log_file.read_text()[-2000:]
