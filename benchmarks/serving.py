@@ -1,6 +1,8 @@
-"""Serving benchmark: in-process limit, the bento over HTTP, adaptive batching on/off, the
-FastAPI + joblib baseline, and a bounded 60 s load at concurrency 32. All on 127.0.0.1, bounded
-in count and time. Client and server share the machine's cores (2 here): figures include that.
+"""Serving benchmark: in-process limit, the bento over HTTP (1 and 2 workers, adaptive batching
+on/off), the FastAPI + joblib baseline, and a bounded 60 s load at concurrency 32. All on
+127.0.0.1, bounded in count and time. The load generator is `wrk` (C, one thread; apt package,
+installed by deployments/local/install.sh); it still shares the machine's cores (2 here) with
+the server, and the figures include that.
 
     python benchmarks/serving.py [--model-tag readmission:<v>] [--seconds 8] [--load-seconds 60]
 
@@ -13,12 +15,13 @@ inprocess_rows_per_s, load_errors, ...).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -117,77 +120,102 @@ def in_process(model: Any, frame: pd.DataFrame, bodies: list[dict[str, Any]]) ->
 
 # --------------------------------------------------------------------------- HTTP load
 
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {}
+%(bodies)s
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format(nil, nil, nil, bodies[(i %% #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests": %%d, "non2xx": %%d, "socket_errors": %%d, "duration_us": %%d, ' ..
+    '"p50_us": %%d, "p95_us": %%d, "p99_us": %%d}\\n',
+    summary.requests, e.status, e.connect + e.read + e.write + e.timeout, summary.duration,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
 
-async def _load(
-    url: str, bodies: list[dict[str, Any]], concurrency: int, seconds: float, warmup_s: float = 1.0
-) -> dict[str, Any]:
-    """Closed-loop load: `concurrency` clients post bodies for `seconds` after a warm-up."""
-    import aiohttp
 
-    payloads = [json.dumps(b).encode() for b in bodies]
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    headers = {"Content-Type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        start = time.perf_counter()
-        measure_from, stop_at = start + warmup_s, start + warmup_s + seconds
+def wrk_script(bodies: list[dict[str, Any]], folder: Path) -> Path:
+    """A wrk Lua script that posts the given bodies round-robin and prints one JSON summary."""
+    lines = "\n".join(f"table.insert(bodies, [==[{json.dumps(b)}]==])" for b in bodies[:200])
+    path = folder / "post.lua"
+    path.write_text(WRK_SCRIPT % {"bodies": lines})
+    return path
 
-        async def worker(k: int) -> None:
-            i = k
-            while (now := time.perf_counter()) < stop_at:
-                try:
-                    async with session.post(
-                        url, data=payloads[i % len(payloads)], headers=headers
-                    ) as resp:
-                        await resp.read()
-                        status = resp.status
-                except aiohttp.ClientError as exc:
-                    status = type(exc).__name__  # type: ignore[assignment]
-                done = time.perf_counter()
-                if now >= measure_from:
-                    if status == 200:
-                        latencies.append(done - now)
-                    else:
-                        errors[str(status)] = errors.get(str(status), 0) + 1
-                i += concurrency
 
-        await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    lat = np.asarray(latencies) * 1000
+def load(url: str, script: Path, concurrency: int, seconds: float) -> dict[str, Any]:
+    """Closed-loop load with wrk (a C client: the Python client took a core from the server).
+
+    `concurrency` connections post for `seconds` after a 1 s warm-up; non-2xx answers and
+    socket errors (timeout 10 s) are errors.
+    """
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: run deployments/local/install.sh (apt package wrk)")
+
+    def run(duration: float) -> dict[str, Any]:
+        seconds_arg = f"-d{max(1, round(duration))}s"
+        cmd = ["wrk", "-t1", f"-c{concurrency}", seconds_arg, "--timeout", "10s"]
+        out = subprocess.run(
+            [*cmd, "-s", str(script), url], capture_output=True, text=True, check=True
+        ).stdout
+        line = next(ln for ln in out.splitlines() if ln.startswith("WRKJSON "))
+        return dict(json.loads(line.removeprefix("WRKJSON ")))
+
+    run(1)
+    r = run(seconds)
+    errors = r["non2xx"] + r["socket_errors"]
     return {
         "concurrency": concurrency,
-        "requests": len(latencies),
-        "errors": sum(errors.values()),
-        "error_kinds": errors,
-        "rps": round(len(latencies) / seconds, 1),
-        "p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
-        "p95_ms": round(float(np.percentile(lat, 95)), 2) if len(lat) else None,
-        "p99_ms": round(float(np.percentile(lat, 99)), 2) if len(lat) else None,
+        "requests": r["requests"],
+        "errors": errors,
+        "rps": round((r["requests"] - errors) / (r["duration_us"] / 1e6), 1),
+        "p50_ms": round(r["p50_us"] / 1000, 2),
+        "p95_ms": round(r["p95_us"] / 1000, 2),
+        "p99_ms": round(r["p99_us"] / 1000, 2),
     }
 
 
-def load(
-    url: str, bodies: list[dict[str, Any]], concurrency: int, seconds: float
+def batch_rows_per_s(
+    url: str, bodies: list[dict[str, Any]], clients: int = 1, seconds: float = 8.0
 ) -> dict[str, Any]:
-    """Synchronous wrapper of the load generator."""
-    return asyncio.run(_load(url, bodies, concurrency, seconds))
+    """Rows per second through /predict_batch with 1,000-row requests, `clients` at a time.
 
-
-def batch_rows_per_s(url: str, bodies: list[dict[str, Any]], requests: int = 8) -> dict[str, Any]:
-    """Rows per second through /predict_batch with 1,000-row requests (sequential)."""
+    Bodies are encoded once up front: the client's JSON encoding is not the server's cost.
+    """
     import httpx
 
-    chunks = [bodies[i : i + 1000] for i in range(0, 2000, 1000)]
-    with httpx.Client(timeout=120) as client:
-        assert client.post(url, json={"encounters": chunks[0]}).status_code == 200  # warm-up
-        t0 = time.perf_counter()
-        for k in range(requests):
-            resp = client.post(url, json={"encounters": chunks[k % 2]})
-            assert resp.status_code == 200, resp.text[:300]
-        elapsed = time.perf_counter() - t0
+    payloads = [
+        json.dumps({"encounters": bodies[i : i + 1000]}).encode() for i in range(0, 2000, 1000)
+    ]
+    headers = {"content-type": "application/json"}
+    counts = [0] * clients
+
+    def client(k: int, stop_at: float) -> None:
+        with httpx.Client(timeout=120) as http:
+            while time.perf_counter() < stop_at:
+                resp = http.post(url, content=payloads[counts[k] % 2], headers=headers)
+                assert resp.status_code == 200, resp.text[:300]
+                counts[k] += 1
+
+    client(0, time.perf_counter() + 1.0)  # warm-up
+    counts[0] = 0
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(k, t0 + seconds)) for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - t0
     return {
-        "batch_rows_per_s": round(1000 * requests / elapsed),
-        "batch_ms_per_1000": round(1000 * elapsed / requests, 1),
+        "clients": clients,
+        "rows_per_s": round(1000 * sum(counts) / elapsed),
+        "ms_per_request": round(1000 * elapsed * clients / max(1, sum(counts)), 1),
     }
 
 
@@ -238,19 +266,27 @@ def serve_fastapi(
 def bento_round(
     bento: str,
     run_dir: Path,
-    bodies: list[dict[str, Any]],
+    script: Path,
+    workers: int,
     adaptive: bool,
     levels: list[int],
     seconds: float,
 ) -> tuple[dict[str, Any], str, int]:
-    """Start the bento (adaptive batching on/off), measure single-record load at `levels`."""
+    """Start the bento with `workers` and adaptive batching on/off; load it at `levels`."""
     env = {
+        "READMIT_SERVE_WORKERS": str(workers),
         "READMIT_ADAPTIVE_BATCHING": str(adaptive).lower(),
-        "READMIT_PREDICTION_LOG_DIR": str(run_dir / f"plogs-{adaptive}"),
+        "READMIT_PREDICTION_LOG_DIR": str(run_dir / f"plogs-w{workers}-{adaptive}"),
     }
     pid, url = serve_bento(bento, run_dir, env)
-    out = {f"c{c}": load(f"{url}/predict", bodies, c, seconds) for c in levels}
+    out = {f"c{c}": load(f"{url}/predict", script, c, seconds) for c in levels}
     return out, url, pid
+
+
+def choose(configs: dict[str, dict[str, Any]]) -> str:
+    """The configuration with the lowest p50 at concurrency 8 among those without errors."""
+    clean = {k: v for k, v in configs.items() if v["c8"]["errors"] == 0 and v["c32"]["errors"] == 0}
+    return min(clean or configs, key=lambda k: (clean or configs)[k]["c8"]["p50_ms"])
 
 
 def main() -> None:
@@ -278,62 +314,75 @@ def main() -> None:
     print(json.dumps(results))
 
     run_dir = Path(tempfile.mkdtemp(prefix="readmit-bench-"))
+    script = wrk_script(bodies, run_dir)
     bento = deploy.build_bento(tag, settings)
     model_file = str(
         Path(settings.bentoml_home) / "models" / tag.replace(":", "/") / "model.joblib"
     )
     pids: list[int] = []
+    configs: dict[str, dict[str, Any]] = {}
     try:
-        off, url, pid = bento_round(bento, run_dir, bodies, False, [1, 8, 32], args.seconds)
+        for workers in (1, 2):
+            for adaptive in (False, True):
+                name = f"workers{workers}_adaptive_{str(adaptive).lower()}"
+                out, url, pid = bento_round(
+                    bento, run_dir, script, workers, adaptive, [1, 8, 32], args.seconds
+                )
+                pids.append(pid)
+                configs[name] = out
+                print(json.dumps({name: out}))
+                deploy.stop_server(pid)
+        results["bento"] = configs
+        chosen = choose(configs)
+        results["chosen"] = chosen
+        workers, adaptive = int(chosen[7]), chosen.endswith("true")
+        env = {
+            "READMIT_SERVE_WORKERS": str(workers),
+            "READMIT_ADAPTIVE_BATCHING": str(adaptive).lower(),
+            "READMIT_PREDICTION_LOG_DIR": str(run_dir / "plogs-chosen"),
+        }
+        pid, url = serve_bento(bento, run_dir, env)
         pids.append(pid)
-        results["bento"] = off
-        results.update(batch_rows_per_s(f"{url}/predict_batch", bodies))
-        print(json.dumps({"bento": off, "batch_rows_per_s": results["batch_rows_per_s"]}))
-        deploy.stop_server(pid)
-        on, _, pid = bento_round(bento, run_dir, bodies, True, [8, 32], args.seconds)
-        pids.append(pid)
-        results["bento_adaptive"] = on
-        print(json.dumps({"bento_adaptive": on}))
+        results["batch"] = {
+            f"clients{k}": batch_rows_per_s(f"{url}/predict_batch", bodies, k) for k in (1, 2)
+        }
+        results["batch_rows_per_s"] = max(b["rows_per_s"] for b in results["batch"].values())
+        print(json.dumps({"chosen": chosen, "batch": results["batch"]}))
+        results["load_60s_c32"] = load(f"{url}/predict", script, 32, args.load_seconds)
+        print(json.dumps({"load_60s_c32": results["load_60s_c32"]}))
         deploy.stop_server(pid)
         threshold = float(loaded.metadata.get("threshold", 0.5))
         proc, furl = serve_fastapi(model_file, threshold, run_dir / "fastapi.log")
         pids.append(proc.pid)
         results["fastapi"] = {
-            f"c{c}": load(f"{furl}/predict", bodies, c, args.seconds) for c in (1, 8, 32)
+            f"c{c}": load(f"{furl}/predict", script, c, args.seconds) for c in (1, 8, 32)
         }
         print(json.dumps({"fastapi": results["fastapi"]}))
         deploy.stop_server(proc.pid)
-        best_adaptive = on["c8"]["rps"] > off["c8"]["rps"] * 1.1 and on["c32"]["errors"] == 0
-        results["adaptive_batching_chosen"] = best_adaptive
-        pid, url = serve_bento(
-            bento,
-            run_dir,
-            {
-                "READMIT_ADAPTIVE_BATCHING": str(best_adaptive).lower(),
-                "READMIT_PREDICTION_LOG_DIR": str(run_dir / "plogs-load"),
-            },
-        )
-        pids.append(pid)
-        results["load_60s_c32"] = load(f"{url}/predict", bodies, 32, args.load_seconds)
-        print(json.dumps({"load_60s_c32": results["load_60s_c32"]}))
     finally:
         for pid in pids:
             if deploy.pid_alive(pid):
                 deploy.stop_server(pid)
-    chosen = results["bento_adaptive"] if results["adaptive_batching_chosen"] else results["bento"]
+    best = configs[chosen]
+    same_workers = f"workers{workers}_adaptive_"
     summary = {
-        "p50_ms_c8": chosen["c8"]["p50_ms"],
-        "p99_ms_c8": chosen["c8"]["p99_ms"],
-        "rps_c8": chosen["c8"]["rps"],
+        "p50_ms_c8": best["c8"]["p50_ms"],
+        "p99_ms_c8": best["c8"]["p99_ms"],
+        "rps_c8": best["c8"]["rps"],
         "fastapi_rps_c8": results["fastapi"]["c8"]["rps"],
         "fastapi_p50_ms_c8": results["fastapi"]["c8"]["p50_ms"],
         "batch_rows_per_s": results["batch_rows_per_s"],
+        "batch_rows_per_s_by_clients": {k: v["rows_per_s"] for k, v in results["batch"].items()},
         "inprocess_rows_per_s": results["inprocess_rows_per_s"],
+        "batch_share_of_inprocess": round(
+            results["batch_rows_per_s"] / results["inprocess_rows_per_s"], 3
+        ),
         "inprocess_one_row_ms": results["inprocess_one_row_ms"],
         "scorer_one_record_ms": results["scorer_one_record_ms"],
-        "adaptive_rps_c8": results["bento_adaptive"]["c8"]["rps"],
-        "no_adaptive_rps_c8": results["bento"]["c8"]["rps"],
-        "adaptive_batching_chosen": results["adaptive_batching_chosen"],
+        "chosen": chosen,
+        "adaptive_rps_c8": configs[same_workers + "true"]["c8"]["rps"],
+        "no_adaptive_rps_c8": configs[same_workers + "false"]["c8"]["rps"],
+        "p50_ms_c8_by_config": {k: v["c8"]["p50_ms"] for k, v in configs.items()},
         "load_requests": results["load_60s_c32"]["requests"],
         "load_errors": results["load_60s_c32"]["errors"],
         "scorer": results["scorer"],

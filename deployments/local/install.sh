@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages that `make up` and the integration tests need.
+# Install the Debian packages that `make up`, the integration tests and the benchmarks need
+# (wrk: the HTTP load generator of benchmarks/serving.py).
 #
 # Idempotent and non-interactive: packages already installed are not fetched again, and when all
 # of them are present the script returns at once (no `apt-get update`). Package services are kept
@@ -8,7 +9,7 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES=(prometheus prometheus-pushgateway postgresql chromium chromium-driver)
+PACKAGES=(prometheus prometheus-pushgateway postgresql chromium chromium-driver wrk)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
@@ -59,6 +60,8 @@ ICD9_RANGES: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = (
     ("neoplasms", ((140, 239),)),
 )
 ICD9_GROUPS = (*(g for g, _ in ICD9_RANGES), "other", "v_code", "e_code", MISSING)
+ICD9_CACHE_SIZE = 8192
+"""Distinct code texts remembered by the ICD-9 mappers (the data has ~900; codes repeat a lot)."""
 
 
 def is_missing(value: Any) -> bool:
@@ -72,9 +75,16 @@ def icd9_group(code: Any) -> str:
     V codes are supplementary factors (e.g. V57 rehabilitation), E codes external causes of
     injury; both differ in readmission risk from "other", so they are kept apart.
     """
-    if is_missing(code) or not str(code).strip():
+    if type(code) is str:
+        return _icd9_group_of_text(code)
+    return MISSING if is_missing(code) else _icd9_group_of_text(str(code))
+
+
+@lru_cache(maxsize=ICD9_CACHE_SIZE)
+def _icd9_group_of_text(raw: str) -> str:
+    text = raw.strip().upper()
+    if not text:
         return MISSING
-    text = str(code).strip().upper()
     if text[0] == "V":
         return "v_code"
     if text[0] == "E":
@@ -91,16 +101,27 @@ def icd9_group(code: Any) -> str:
 
 def icd9_category(code: Any) -> str:
     """Three-character ICD-9 category (`428.31` -> `428`, `V57.1` -> `V57`); finer than groups."""
-    if is_missing(code) or not str(code).strip():
-        return MISSING
-    return str(code).strip().upper().split(".", 1)[0]
+    if type(code) is str:
+        return _icd9_category_of_text(code)
+    return MISSING if is_missing(code) else _icd9_category_of_text(str(code))
+
+
+@lru_cache(maxsize=ICD9_CACHE_SIZE)
+def _icd9_category_of_text(raw: str) -> str:
+    text = raw.strip().upper()
+    return text.split(".", 1)[0] if text else MISSING
 
 
 def icd9_code(code: Any) -> str:
     """The full ICD-9 code, normalised (upper case, no spaces); "missing" when absent."""
-    if is_missing(code) or not str(code).strip():
-        return MISSING
-    return str(code).strip().upper()
+    if type(code) is str:
+        return _icd9_code_of_text(code)
+    return MISSING if is_missing(code) else _icd9_code_of_text(str(code))
+
+
+@lru_cache(maxsize=ICD9_CACHE_SIZE)
+def _icd9_code_of_text(raw: str) -> str:
+    return raw.strip().upper() or MISSING
 
 
 def make_label(frame: pd.DataFrame, definition: LabelDefinition = "<30") -> np.ndarray:
@@ -458,6 +479,8 @@ def _float(column: pd.Series) -> np.ndarray:
 
 
 def _num(value: Any) -> float:
+    if type(value) is int or type(value) is float:  # the common case, first (NaN stays NaN)
+        return float(value)
     if is_missing(value):
         return float("nan")
     try:
@@ -468,6 +491,8 @@ def _num(value: Any) -> float:
 
 def _text(value: Any) -> str:
     """Category text: "missing" for NA; coded ids become their decimal text (1 and 1.0 -> "1")."""
+    if type(value) is str:  # the common case, first: per-record scoring calls this 36 times
+        return value
     if is_missing(value):
         return MISSING
     if isinstance(value, float | np.floating) and float(value).is_integer():
@@ -610,13 +635,18 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
 
     def encode_record(self, features: Mapping[str, Any]) -> np.ndarray:
         """Per-record twin of `transform`: one float32 row from `EncounterFeatures` output."""
-        row = [features[c] for c in self.numeric_columns_]
-        row += [0.0] * (len(self.feature_names_out_) - len(row))
-        for c in self.categorical_columns_:
-            row[self.index_[c].get(features[c], self.other_index_[c])] = 1.0
+        numeric = self.numeric_columns_
+        row = np.zeros(len(self.feature_names_out_), dtype=np.float32)
+        row[: len(numeric)] = [features[c] for c in numeric]
+        row[
+            [
+                self.index_[c].get(features[c], self.other_index_[c])
+                for c in self.categorical_columns_
+            ]
+        ] = 1.0
         for c in self.target_columns_:
             row[self.target_index_[c]] = self.target_maps_[c].get(features[c], self.prior_)
-        return np.asarray(row, dtype=np.float32)
+        return row
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Names of the design-matrix columns (`col=value` indicators, `col=target_rate`)."""

@@ -20,13 +20,15 @@ from __future__ import annotations
 import atexit
 import collections
 import datetime
-import json
 import logging
 import threading
 import weakref
+from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from bentoml._internal.context import trace_context
+from bentoml._internal.monitoring.base import MON_DATAS_VAR
 from bentoml._internal.monitoring.default import DefaultMonitor
 
 logger = logging.getLogger("readmit.prediction_log")
@@ -65,6 +67,18 @@ class BufferedMonitor(DefaultMonitor):
         assert self.data_logger is not None
         for handler in self.data_logger.handlers:
             handler.setFormatter(logging.Formatter("%(message)s"))
+
+    def log_batch(self, data_batch: Iterable[Any], name: str, role: str, data_type: str) -> None:
+        """A column of values: checked and registered once, not once per value (1,000-row
+        batches log 50,000 values)."""
+        values = list(data_batch)
+        if not values:
+            return
+        self.log(values[0], name, role, data_type)
+        column = name + "_" if name in self.PRESERVED_COLUMNS else name
+        datas = MON_DATAS_VAR.get()
+        assert datas is not None
+        datas[column].extend(values[1:])
 
     def export_data(self, datas: dict[str, collections.deque[Any]]) -> None:
         """Queue this record's rows (called by `bentoml.monitor` when the `with` block ends)."""
@@ -114,8 +128,9 @@ class BufferedMonitor(DefaultMonitor):
             if self.data_logger is None:
                 self._init_logger()
             assert self.data_logger is not None
-            text = "\n".join(json.dumps(row, default=str) for row in rows)
-            self.data_logger.info(text)
+            options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+            text = b"\n".join(orjson.dumps(row, default=str, option=options) for row in rows)
+            self.data_logger.info(text.decode())
             return len(rows)
 
     def close(self) -> None:
