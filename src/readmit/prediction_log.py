@@ -52,7 +52,8 @@ class BufferedMonitor(DefaultMonitor):
         super().__init__(name, log_path, **options)
         self.flush_seconds = float(flush_seconds)
         self.max_pending_rows = int(max_pending_rows)
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[tuple[list[str], list[list[Any]], dict[str, str]]] = []
+        self._pending_rows = 0
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
@@ -87,14 +88,12 @@ class BufferedMonitor(DefaultMonitor):
             self.COLUMN_RID: str(trace_context.request_id),
             self.COLUMN_TID: str(trace_context.trace_id),
         }
-        names, columns = list(datas), list(datas.values())
-        rows = [
-            {**dict(zip(names, values, strict=True)), **extra}
-            for values in zip(*columns, strict=True)
-        ]
+        # The columns as they are; rows are assembled by the writer thread, off the request.
+        record = (list(datas), [list(column) for column in datas.values()], extra)
         with self._lock:
-            self._pending.extend(rows)
-            pending = len(self._pending)
+            self._pending.append(record)
+            self._pending_rows += len(record[1][0]) if record[1] else 0
+            pending = self._pending_rows
         if self._writer is None:
             self._start_writer()
         if pending >= self.max_pending_rows:
@@ -122,7 +121,12 @@ class BufferedMonitor(DefaultMonitor):
         """Write every queued row now; returns how many were written."""
         with self._write_lock:
             with self._lock:
-                rows, self._pending = self._pending, []
+                records, self._pending, self._pending_rows = self._pending, [], 0
+            rows = [
+                {**dict(zip(names, values, strict=True)), **extra}
+                for names, columns, extra in records
+                for values in zip(*columns, strict=True)
+            ]
             if not rows:
                 return 0
             if self.data_logger is None:
