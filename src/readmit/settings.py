@@ -93,15 +93,15 @@ class Settings(BaseSettings):
         default=2,
         ge=1,
         description="Worker processes of the local service: 2 on this 2-core machine "
-        "(benchmarks/serving.py, c32: 1,648-1,763 req/s with 2 workers and adaptive batching "
-        "against 883-906 with 1). In Kubernetes 1 per pod (deployments/k8s/): the HPA adds pods.",
+        "(benchmarks/serving.py, c8 over three runs: 704-1,387 req/s with 2 workers against "
+        "664-703 with 1). In Kubernetes 1 per pod (deployments/k8s/): the HPA adds pods.",
     )
     adaptive_batching: bool = Field(
-        default=True,
-        description="Micro-batch concurrent /predict calls (BentoML's dispatcher). On, chosen by "
-        "benchmarks/serving.py over two runs: it amortises XGBoost's per-call cost (c8 with 1 "
-        "worker: 880-963 req/s on, 672-703 off). With 2 workers keep-alive connections may all "
-        "land on one worker; then off gives 704 req/s at c8, on ~830-870. Re-measure when the "
+        default=False,
+        description="Micro-batch concurrent /predict calls (BentoML's dispatcher). Off, chosen by "
+        "benchmarks/serving.py over three runs with 2 workers: c8 p50 5.6/11.0/7.7 ms off "
+        "against 9.1/9.1/9.4 ms on (on wins with 1 worker, and at c32). The spread of 'off' is "
+        "where keep-alive connections land: all on one worker, or shared. Re-measure when the "
         "scorer changes.",
     )
 
