@@ -69,15 +69,20 @@ def is_missing(value: Any) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
+def _code_text(code: Any, of_text: Callable[[str], str]) -> str:
+    """A code's text through a cached text mapper; "missing" for NA (codes arrive as text)."""
+    if type(code) is str:
+        return of_text(code)
+    return MISSING if is_missing(code) else of_text(str(code))
+
+
 def icd9_group(code: Any) -> str:
     """Clinical group of an ICD-9 code (Strack et al. 2014); V and E codes get their own groups.
 
     V codes are supplementary factors (e.g. V57 rehabilitation), E codes external causes of
     injury; both differ in readmission risk from "other", so they are kept apart.
     """
-    if type(code) is str:
-        return _icd9_group_of_text(code)
-    return MISSING if is_missing(code) else _icd9_group_of_text(str(code))
+    return _code_text(code, _icd9_group_of_text)
 
 
 @lru_cache(maxsize=ICD9_CACHE_SIZE)
@@ -101,9 +106,7 @@ def _icd9_group_of_text(raw: str) -> str:
 
 def icd9_category(code: Any) -> str:
     """Three-character ICD-9 category (`428.31` -> `428`, `V57.1` -> `V57`); finer than groups."""
-    if type(code) is str:
-        return _icd9_category_of_text(code)
-    return MISSING if is_missing(code) else _icd9_category_of_text(str(code))
+    return _code_text(code, _icd9_category_of_text)
 
 
 @lru_cache(maxsize=ICD9_CACHE_SIZE)
@@ -114,9 +117,7 @@ def _icd9_category_of_text(raw: str) -> str:
 
 def icd9_code(code: Any) -> str:
     """The full ICD-9 code, normalised (upper case, no spaces); "missing" when absent."""
-    if type(code) is str:
-        return _icd9_code_of_text(code)
-    return MISSING if is_missing(code) else _icd9_code_of_text(str(code))
+    return _code_text(code, _icd9_code_of_text)
 
 
 @lru_cache(maxsize=ICD9_CACHE_SIZE)

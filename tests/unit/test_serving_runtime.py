@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,32 @@ def buffered(tmp_path: Path) -> Any:
     monitor_api._MONITOR_INSTANCES.pop(name, None)
 
 
+@pytest.fixture
+def make_monitor(tmp_path: Path) -> Any:
+    """Factory of registered BufferedMonitors with given options; closed after the test."""
+    made: list[str] = []
+
+    def make(**options: Any) -> tuple[str, Path]:
+        name = f"preds_{len(made)}_{tmp_path.name}"
+        monitor_api._MONITOR_INSTANCES[name] = prediction_log.BufferedMonitor(
+            name, str(tmp_path), **options
+        )
+        made.append(name)
+        return name, tmp_path / name
+
+    yield make
+    for name in made:
+        monitor_api._MONITOR_INSTANCES.pop(name).close()
+
+
+def _eventually(folder: Path, rows: int, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    """The log's rows once `rows` are written (the writer thread), or what is there at timeout."""
+    deadline = time.monotonic() + timeout_s
+    while len(found := _lines(folder)) < rows and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
 def _log(name: str, rows: list[dict[str, Any]]) -> None:
     with bentoml.monitor(name) as mon:
         mon.log_batch([r["age"] for r in rows], "age", "feature", "categorical")
@@ -129,21 +155,10 @@ def test_buffered_monitor_queues_then_writes_json_lines(buffered: Any) -> None:
     assert monitor.flush() == 0
 
 
-def test_buffered_monitor_writes_in_the_background(tmp_path: Path) -> None:
-    name = "preds_background"
-    monitor = prediction_log.BufferedMonitor(name, str(tmp_path), flush_seconds=0.05)
-    monitor_api._MONITOR_INSTANCES[name] = monitor
-    try:
-        _log(name, [{"age": "[50-60)", "p": 0.1}])
-        deadline = threading.Event()
-        for _ in range(100):
-            if _lines(tmp_path / name):
-                break
-            deadline.wait(0.05)
-        assert [r["age"] for r in _lines(tmp_path / name)] == ["[50-60)"]
-    finally:
-        monitor.close()
-        monitor_api._MONITOR_INSTANCES.pop(name, None)
+def test_buffered_monitor_writes_in_the_background(make_monitor: Any) -> None:
+    name, folder = make_monitor(flush_seconds=0.05)
+    _log(name, [{"age": "[50-60)", "p": 0.1}])
+    assert [r["age"] for r in _eventually(folder, rows=1)] == ["[50-60)"]
 
 
 def test_buffered_monitor_close_writes_what_is_left(buffered: Any) -> None:
@@ -153,22 +168,10 @@ def test_buffered_monitor_close_writes_what_is_left(buffered: Any) -> None:
     assert [r["age"] for r in _lines(folder)] == ["[90-100)"]
 
 
-def test_buffered_monitor_flushes_early_when_many_rows_wait(tmp_path: Path) -> None:
-    name = "preds_many"
-    monitor = prediction_log.BufferedMonitor(
-        name, str(tmp_path), flush_seconds=60, max_pending_rows=10
-    )
-    monitor_api._MONITOR_INSTANCES[name] = monitor
-    try:
-        _log(name, [{"age": "[40-50)", "p": i / 20} for i in range(12)])
-        for _ in range(100):
-            if len(_lines(tmp_path / name)) == 12:
-                break
-            threading.Event().wait(0.05)
-        assert len(_lines(tmp_path / name)) == 12
-    finally:
-        monitor.close()
-        monitor_api._MONITOR_INSTANCES.pop(name, None)
+def test_buffered_monitor_flushes_early_when_many_rows_wait(make_monitor: Any) -> None:
+    name, folder = make_monitor(flush_seconds=60, max_pending_rows=10)
+    _log(name, [{"age": "[40-50)", "p": i / 20} for i in range(12)])
+    assert len(_eventually(folder, rows=12)) == 12
 
 
 def test_close_all_writes_every_open_monitor(buffered: Any) -> None:
