@@ -1,8 +1,9 @@
 """Serving benchmark: in-process limit, the bento over HTTP (1 and 2 workers, adaptive batching
-on/off), the FastAPI + joblib baseline, and a bounded 60 s load at concurrency 32. All on
-127.0.0.1, bounded in count and time. The load generator is `wrk` (C, one thread; apt package,
-installed by deployments/local/install.sh); it still shares the machine's cores (2 here) with
-the server, and the figures include that.
+on/off), BentoML's floor (a do-nothing endpoint, `noop_service.py`), the FastAPI + joblib
+baseline, and a bounded 60 s load at concurrency 32. All on 127.0.0.1, bounded in count and
+time. The load generator is `wrk` (C, one thread; apt package, installed by
+deployments/local/install.sh); it still shares the machine's cores (2 here) with the server, and
+the figures include that.
 
     python benchmarks/serving.py [--model-tag readmission:<v>] [--seconds 8] [--load-seconds 60]
 
@@ -333,6 +334,17 @@ def main() -> None:
                 print(json.dumps({name: out}))
                 deploy.stop_server(pid)
         results["bento"] = configs
+        floor: dict[str, Any] = {}
+        for workers in (1, 2):  # BentoML's own cost: a /predict that does nothing
+            env = {"READMIT_SERVE_WORKERS": str(workers)}
+            pid, url = serve_bento("benchmarks.noop_service:Noop", run_dir, env)
+            pids.append(pid)
+            floor[f"workers{workers}"] = {
+                f"c{c}": load(f"{url}/predict", script, c, args.seconds) for c in (1, 8)
+            }
+            deploy.stop_server(pid)
+        results["noop_floor"] = floor
+        print(json.dumps({"noop_floor": floor}))
         chosen = choose(configs)
         results["chosen"] = chosen
         workers, adaptive = int(chosen[7]), chosen.endswith("true")
@@ -383,6 +395,8 @@ def main() -> None:
         "adaptive_rps_c8": configs[same_workers + "true"]["c8"]["rps"],
         "no_adaptive_rps_c8": configs[same_workers + "false"]["c8"]["rps"],
         "p50_ms_c8_by_config": {k: v["c8"]["p50_ms"] for k, v in configs.items()},
+        "noop_p50_ms_c8_by_workers": {k: v["c8"]["p50_ms"] for k, v in floor.items()},
+        "noop_rps_c8_by_workers": {k: v["c8"]["rps"] for k, v in floor.items()},
         "load_requests": results["load_60s_c32"]["requests"],
         "load_errors": results["load_60s_c32"]["errors"],
         "scorer": results["scorer"],
