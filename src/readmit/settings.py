@@ -93,16 +93,16 @@ class Settings(BaseSettings):
         default=2,
         ge=1,
         description="Worker processes of the local service: 2 on this 2-core machine "
-        "(benchmarks/serving.py, c8 over three runs: 704-1,387 req/s with 2 workers against "
-        "664-703 with 1). In Kubernetes 1 per pod (deployments/k8s/): the HPA adds pods.",
+        "(benchmarks/serving.py, c8 over four runs: up to 1,540 req/s with 2 workers, 664-999 "
+        "with 1). In Kubernetes 1 per pod (deployments/k8s/): the HPA adds pods.",
     )
     adaptive_batching: bool = Field(
-        default=False,
-        description="Micro-batch concurrent /predict calls (BentoML's dispatcher). Off, chosen by "
-        "benchmarks/serving.py over three runs with 2 workers: c8 p50 5.6/11.0/7.7 ms off "
-        "against 9.1/9.1/9.4 ms on (on wins with 1 worker, and at c32). The spread of 'off' is "
-        "where keep-alive connections land: all on one worker, or shared. Re-measure when the "
-        "scorer changes.",
+        default=True,
+        description="Micro-batch concurrent /predict calls (BentoML's dispatcher). On, chosen by "
+        "benchmarks/serving.py over four runs: with 1 worker (a Kubernetes pod) c8 834-999 req/s "
+        "on against 664-738 off; with 2 workers c8 p50 averages 8.3 ms on and 8.7 ms off, each "
+        "run decided by where keep-alive connections land (all on one worker, or shared). "
+        "Re-measure when the scorer changes.",
     )
 
     def artifact(self, *parts: str) -> str:
