@@ -264,6 +264,20 @@ def serve_fastapi(
     raise RuntimeError("baseline did not start")
 
 
+def config_name(workers: int, adaptive: bool) -> str:
+    """Key of a served configuration in the results, e.g. `workers2_adaptive_true`."""
+    return f"workers{workers}_adaptive_{str(adaptive).lower()}"
+
+
+def bento_env(run_dir: Path, workers: int, adaptive: bool) -> dict[str, str]:
+    """The service settings of one configuration (its own prediction-log folder)."""
+    return {
+        "READMIT_SERVE_WORKERS": str(workers),
+        "READMIT_ADAPTIVE_BATCHING": str(adaptive).lower(),
+        "READMIT_PREDICTION_LOG_DIR": str(run_dir / f"plogs-{config_name(workers, adaptive)}"),
+    }
+
+
 def bento_round(
     bento: str,
     run_dir: Path,
@@ -274,20 +288,15 @@ def bento_round(
     seconds: float,
 ) -> tuple[dict[str, Any], str, int]:
     """Start the bento with `workers` and adaptive batching on/off; load it at `levels`."""
-    env = {
-        "READMIT_SERVE_WORKERS": str(workers),
-        "READMIT_ADAPTIVE_BATCHING": str(adaptive).lower(),
-        "READMIT_PREDICTION_LOG_DIR": str(run_dir / f"plogs-w{workers}-{adaptive}"),
-    }
-    pid, url = serve_bento(bento, run_dir, env)
+    pid, url = serve_bento(bento, run_dir, bento_env(run_dir, workers, adaptive))
     out = {f"c{c}": load(f"{url}/predict", script, c, seconds) for c in levels}
     return out, url, pid
 
 
 def choose(configs: dict[str, dict[str, Any]]) -> str:
     """The configuration with the lowest p50 at concurrency 8 among those without errors."""
-    clean = {k: v for k, v in configs.items() if v["c8"]["errors"] == 0 and v["c32"]["errors"] == 0}
-    return min(clean or configs, key=lambda k: (clean or configs)[k]["c8"]["p50_ms"])
+    clean = [k for k, v in configs.items() if v["c8"]["errors"] == v["c32"]["errors"] == 0]
+    return min(clean or configs, key=lambda k: configs[k]["c8"]["p50_ms"])
 
 
 def main() -> None:
@@ -322,17 +331,16 @@ def main() -> None:
     )
     pids: list[int] = []
     configs: dict[str, dict[str, Any]] = {}
+    settings_of = {config_name(w, a): (w, a) for w in (1, 2) for a in (False, True)}
     try:
-        for workers in (1, 2):
-            for adaptive in (False, True):
-                name = f"workers{workers}_adaptive_{str(adaptive).lower()}"
-                out, url, pid = bento_round(
-                    bento, run_dir, script, workers, adaptive, [1, 8, 32], args.seconds
-                )
-                pids.append(pid)
-                configs[name] = out
-                print(json.dumps({name: out}))
-                deploy.stop_server(pid)
+        for name, (workers, adaptive) in settings_of.items():
+            out, url, pid = bento_round(
+                bento, run_dir, script, workers, adaptive, [1, 8, 32], args.seconds
+            )
+            pids.append(pid)
+            configs[name] = out
+            print(json.dumps({name: out}))
+            deploy.stop_server(pid)
         results["bento"] = configs
         floor: dict[str, Any] = {}
         for workers in (1, 2):  # BentoML's own cost: a /predict that does nothing
@@ -347,13 +355,8 @@ def main() -> None:
         print(json.dumps({"noop_floor": floor}))
         chosen = choose(configs)
         results["chosen"] = chosen
-        workers, adaptive = int(chosen[7]), chosen.endswith("true")
-        env = {
-            "READMIT_SERVE_WORKERS": str(workers),
-            "READMIT_ADAPTIVE_BATCHING": str(adaptive).lower(),
-            "READMIT_PREDICTION_LOG_DIR": str(run_dir / "plogs-chosen"),
-        }
-        pid, url = serve_bento(bento, run_dir, env)
+        workers, adaptive = settings_of[chosen]
+        pid, url = serve_bento(bento, run_dir, bento_env(run_dir, workers, adaptive))
         pids.append(pid)
         results["batch"] = {
             f"clients{k}": batch_rows_per_s(f"{url}/predict_batch", bodies, k) for k in (1, 2)
@@ -376,7 +379,7 @@ def main() -> None:
             if deploy.pid_alive(pid):
                 deploy.stop_server(pid)
     best = configs[chosen]
-    same_workers = f"workers{workers}_adaptive_"
+
     summary = {
         "p50_ms_c8": best["c8"]["p50_ms"],
         "p99_ms_c8": best["c8"]["p99_ms"],
@@ -392,8 +395,8 @@ def main() -> None:
         "inprocess_one_row_ms": results["inprocess_one_row_ms"],
         "scorer_one_record_ms": results["scorer_one_record_ms"],
         "chosen": chosen,
-        "adaptive_rps_c8": configs[same_workers + "true"]["c8"]["rps"],
-        "no_adaptive_rps_c8": configs[same_workers + "false"]["c8"]["rps"],
+        "adaptive_rps_c8": configs[config_name(workers, True)]["c8"]["rps"],
+        "no_adaptive_rps_c8": configs[config_name(workers, False)]["c8"]["rps"],
         "p50_ms_c8_by_config": {k: v["c8"]["p50_ms"] for k, v in configs.items()},
         "noop_p50_ms_c8_by_workers": {k: v["c8"]["p50_ms"] for k, v in floor.items()},
         "noop_rps_c8_by_workers": {k: v["c8"]["rps"] for k, v in floor.items()},

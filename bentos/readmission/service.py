@@ -115,12 +115,6 @@ class Readmission:
         """Metrics, and the prediction log (queued in memory: `readmit.prediction_log`)."""
         assert self.loaded is not None
         serving.observe_predictions(self.metrics, endpoint, probs, risks)
-        self._write_log(records, probs, risks)
-
-    def _write_log(
-        self, records: list[dict[str, Any]], probs: list[float], risks: list[str]
-    ) -> None:
-        assert self.loaded is not None
         with bentoml.monitor(serving.MONITOR_NAME) as mon:
             for name, role, kind, values in serving.log_columns(
                 records, probs, risks, self.loaded.tag

@@ -10,14 +10,13 @@ the request only appends its rows to memory; a daemon thread writes them in one 
 
 What can be lost: only rows not yet written when the process is killed hard (SIGKILL, OOM). A
 normal stop writes them: the service's shutdown hook calls `close_all` (BentoML's workers do not
-run `atexit` handlers on SIGTERM; `close` is registered there too, for other hosts).
+run `atexit` handlers on SIGTERM, so the hook is the one place that does it).
 
 Selected in the service with `monitoring={"type": "readmit.prediction_log.BufferedMonitor"}`.
 """
 
 from __future__ import annotations
 
-import atexit
 import collections
 import datetime
 import logging
@@ -59,7 +58,6 @@ class BufferedMonitor(DefaultMonitor):
         self._wake = threading.Event()
         self._closed = False
         self._writer: threading.Thread | None = None
-        atexit.register(self.close)
         _OPEN.add(self)
 
     def _init_logger(self) -> None:
@@ -138,7 +136,7 @@ class BufferedMonitor(DefaultMonitor):
             return len(rows)
 
     def close(self) -> None:
-        """Stop the writer and write what is left (at interpreter exit)."""
+        """Stop the writer and write what is left (the service's shutdown hook)."""
         self._closed = True
         self._wake.set()
         try:

@@ -90,28 +90,16 @@ def test_settle_heap_freezes_surviving_objects() -> None:
 
 
 @pytest.fixture
-def buffered(tmp_path: Path) -> Any:
-    """`bentoml.monitor` configured with the BufferedMonitor, as in the service."""
-    name = f"preds_{tmp_path.name}"
-    monitor = prediction_log.BufferedMonitor(name, str(tmp_path), flush_seconds=30)
-    monitor_api._MONITOR_INSTANCES[name] = monitor
-    yield name, monitor, tmp_path / name
-    monitor.close()
-    monitor_api._MONITOR_INSTANCES.pop(name, None)
-
-
-@pytest.fixture
 def make_monitor(tmp_path: Path) -> Any:
     """Factory of registered BufferedMonitors with given options; closed after the test."""
     made: list[str] = []
 
-    def make(**options: Any) -> tuple[str, Path]:
+    def make(**options: Any) -> tuple[str, prediction_log.BufferedMonitor, Path]:
         name = f"preds_{len(made)}_{tmp_path.name}"
-        monitor_api._MONITOR_INSTANCES[name] = prediction_log.BufferedMonitor(
-            name, str(tmp_path), **options
-        )
+        monitor = prediction_log.BufferedMonitor(name, str(tmp_path), **options)
+        monitor_api._MONITOR_INSTANCES[name] = monitor
         made.append(name)
-        return name, tmp_path / name
+        return name, monitor, tmp_path / name
 
     yield make
     for name in made:
@@ -137,8 +125,8 @@ def _lines(folder: Path) -> list[dict[str, Any]]:
     return [json.loads(ln) for f in files for ln in f.read_text().splitlines() if ln.strip()]
 
 
-def test_buffered_monitor_queues_then_writes_json_lines(buffered: Any) -> None:
-    name, monitor, folder = buffered
+def test_buffered_monitor_queues_then_writes_json_lines(make_monitor: Any) -> None:
+    name, monitor, folder = make_monitor(flush_seconds=30)
     _log(name, [{"age": "[70-80)", "p": 0.25}, {"age": None, "p": 0.5}])
     _log(name, [{"age": "[10-20)", "p": 0.75}])
     assert _lines(folder) == []  # queued, not on the request's path
@@ -156,26 +144,26 @@ def test_buffered_monitor_queues_then_writes_json_lines(buffered: Any) -> None:
 
 
 def test_buffered_monitor_writes_in_the_background(make_monitor: Any) -> None:
-    name, folder = make_monitor(flush_seconds=0.05)
+    name, _, folder = make_monitor(flush_seconds=0.05)
     _log(name, [{"age": "[50-60)", "p": 0.1}])
     assert [r["age"] for r in _eventually(folder, rows=1)] == ["[50-60)"]
 
 
-def test_buffered_monitor_close_writes_what_is_left(buffered: Any) -> None:
-    name, monitor, folder = buffered
+def test_buffered_monitor_close_writes_what_is_left(make_monitor: Any) -> None:
+    name, monitor, folder = make_monitor(flush_seconds=30)
     _log(name, [{"age": "[90-100)", "p": 0.9}])
     monitor.close()
     assert [r["age"] for r in _lines(folder)] == ["[90-100)"]
 
 
 def test_buffered_monitor_flushes_early_when_many_rows_wait(make_monitor: Any) -> None:
-    name, folder = make_monitor(flush_seconds=60, max_pending_rows=10)
+    name, _, folder = make_monitor(flush_seconds=60, max_pending_rows=10)
     _log(name, [{"age": "[40-50)", "p": i / 20} for i in range(12)])
     assert len(_eventually(folder, rows=12)) == 12
 
 
-def test_close_all_writes_every_open_monitor(buffered: Any) -> None:
-    name, _, folder = buffered
+def test_close_all_writes_every_open_monitor(make_monitor: Any) -> None:
+    name, _, folder = make_monitor(flush_seconds=30)
     _log(name, [{"age": "[60-70)", "p": 0.3}])
     assert prediction_log.close_all() >= 1
     assert [r["age"] for r in _lines(folder)] == ["[60-70)"]
