@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -18,7 +17,6 @@ from readmit import (
     audit,
     data,
     drift,
-    features,
     inbox,
     monitoring,
     registry,
@@ -80,14 +78,13 @@ def assess_batch(
     frame: Any,
     labelled: bool,
 ) -> drift.DriftReport:
-    """Drift report of one batch; with labels, realised performance too. Stored as JSON + HTML."""
+    """Drift report of one feed batch, scored as served; with labels, realised performance on
+    its cohort rows too. Stored as JSON + HTML."""
     loaded, reference = champion
-    probabilities = np.asarray(loaded.model.predict_proba(frame))[:, 1]
-    labels = None
-    if labelled:
-        labels = features.make_label(frame, loaded.metadata.get("label_definition", "<30"))
+    label = loaded.metadata.get("label_definition", "<30") if labelled else None
+    probabilities, labels, cohort = monitoring.served_batch(loaded.model, frame, label)
     name = f"{batch_id}-labelled" if labelled else batch_id
-    result = monitoring.monitor_batch(reference, name, frame, probabilities, labels)
+    result = monitoring.monitor_batch(reference, name, frame, probabilities, labels, cohort)
     folder = get_settings().artifact("monitoring", "reports", name)
     storage.write_json(f"{folder}/drift.json", result.to_dict())
     storage.write_text(

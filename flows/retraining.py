@@ -112,7 +112,7 @@ def retraining_flow(
     decision = decide(champion_eval, challenger_eval)
     version = registry.new_version()
     profile_uri, _ = write_reference(
-        assembled.train, assembled.holdout, result.model, label, version
+        assembled.train_feed, assembled.holdout_feed, result.model, label, version
     )
     summary = {
         "data": {

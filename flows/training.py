@@ -30,7 +30,6 @@ from readmit import (
     data,
     evaluate,
     fanout,
-    features,
     lineage,
     monitoring,
     registry,
@@ -74,20 +73,24 @@ def validate_batch(batch: data.RawFile, batch_name: str) -> tuple[Any, dict[str,
 
 
 @task(cache_policy=NO_CACHE)
-def split(frame: Any, window: Window, holdout_fraction: float, seed: int) -> tuple[Any, Any]:
-    """Training cohort (died/hospice excluded, optionally the reference window) split by patient."""
+def split(frame: Any, window: Window, holdout_fraction: float, seed: int) -> data.FeedSplit:
+    """The feed split by patient; training and evaluation use its cohort rows."""
     settings = get_settings()
-    cohort = data.exclude_died_or_hospice(frame)
-    if window == "reference":
-        cohort, _ = data.reference_and_batches(cohort, settings.reference_fraction)
-    train_frame, holdout = data.split_by_patient(cohort, holdout_fraction, seed)
-    get_run_logger().info(
-        "cohort %d encounters -> train %d / patient-disjoint holdout %d",
-        len(cohort),
-        len(train_frame),
-        len(holdout),
+    feed = data.split_feed(
+        frame,
+        window=window,
+        reference_fraction=settings.reference_fraction,
+        holdout_fraction=holdout_fraction,
+        seed=seed,
     )
-    return train_frame, holdout
+    get_run_logger().info(
+        "feed %d encounters -> train %d / patient-disjoint holdout %d (cohort rows; "
+        "died/hospice excluded)",
+        len(feed.train_feed) + len(feed.holdout_feed),
+        len(feed.train),
+        len(feed.holdout),
+    )
+    return feed
 
 
 def _label(label: str) -> train.LabelDefinition:
@@ -295,14 +298,13 @@ def assess(result: train.TrainingResult, holdout: Any, label: str) -> dict[str, 
 
 @task(cache_policy=NO_CACHE)
 def write_reference(
-    train_frame: Any, holdout: Any, model: Any, label: str, version: str
+    train_feed: Any, holdout_feed: Any, model: Any, label: str, version: str
 ) -> tuple[str, float]:
-    """Monitoring reference of the model: whylogs profile of the training data, drift thresholds
-    calibrated on no-drift samples, holdout prediction profile and performance baseline."""
+    """Monitoring reference of the model, as the monitor will see data: whylogs profile of the
+    training patients' feed, drift thresholds calibrated on no-drift samples of it, served-path
+    prediction profile of the holdout's feed, performance baseline of the holdout's cohort."""
     uris = monitoring.ReferenceUris.for_model(get_settings().artifacts_uri, version)
-    holdout_p = np.asarray(model.predict_proba(holdout))[:, 1]
-    holdout_y = features.make_label(holdout, _label(label))
-    rows_per_s = monitoring.write_reference(uris, train_frame, holdout_y, holdout_p)
+    rows_per_s = monitoring.build_reference(uris, train_feed, holdout_feed, model, _label(label))
     get_run_logger().info("reference profile: %s (%.0f rows/s)", uris.profile, rows_per_s)
     return uris.profile, rows_per_s
 
@@ -419,7 +421,8 @@ def training_flow(
     with lineage.timer(timings, "validate"):
         frame, validation_summary = validate_batch(batch, lineage.batch_name(uri))
     with lineage.timer(timings, "split"):
-        train_frame, holdout = split(frame, window, holdout_fraction, settings.seed)
+        feed = split(frame, window, holdout_fraction, settings.seed)
+        train_frame, holdout = feed.train, feed.holdout
     with lineage.timer(timings, "train"):
         result = fit(train_frame, label, settings.seed, search_budget_s, dask_address)
     with lineage.timer(timings, "evaluate"):
@@ -427,7 +430,7 @@ def training_flow(
     version = registry.new_version()
     with lineage.timer(timings, "reference"):
         profile_uri, profile_rows_per_s = write_reference(
-            train_frame, holdout, result.model, label, version
+            feed.train_feed, feed.holdout_feed, result.model, label, version
         )
     summary = {
         "data": {

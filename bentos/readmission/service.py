@@ -22,7 +22,7 @@ import bentoml
 from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
-from readmit import prediction_log, registry, serving, serving_runtime
+from readmit import prediction_log, registry, scoring, serving, serving_runtime
 from readmit.settings import get_settings
 
 logger = logging.getLogger("readmit.service")
@@ -59,7 +59,7 @@ class Readmission:
         serving.hide_rejected_input()
         self.metrics = serving.service_metrics()
         self.loaded: registry.LoadedModel | None = None
-        self.scorer: serving.Scorer | None = None
+        self.scorer: scoring.Scorer | None = None
         self.threshold = 0.5
         self.not_ready_reason: str | None = None
         self.dispatch: Any = None
@@ -67,7 +67,7 @@ class Readmission:
         try:
             self.loaded = registry.load_model(wanted)
             self.threshold = float(self.loaded.metadata["threshold"])
-            self.scorer = serving.make_scorer(serving.single_threaded(self.loaded.model))
+            self.scorer = scoring.make_scorer(scoring.single_threaded(self.loaded.model))
             # Self-check: a model that cannot score the example encounter is not usable.
             self.scorer.predict_proba_one(serving.example_encounter())
         except registry.NoModelError as exc:

@@ -168,7 +168,7 @@ def format_loop_summary(out: dict[str, Any]) -> str:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Validate a CSV of encounters and write probabilities with the production model."""
-    from readmit import data, lineage, registry, scoring, storage, validation
+    from readmit import data, features, lineage, registry, scoring, storage, validation
 
     settings = get_settings()
     file = data.read_raw(args.input)
@@ -181,6 +181,11 @@ def cmd_score(args: argparse.Namespace) -> int:
         )
     except validation.ValidationFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        features.reject_outcomes(list(frame.columns))
+    except features.OutcomeInInputError as exc:
+        print(f"error: {args.input}: {exc}", file=sys.stderr)
         return 2
     loaded = registry.load_model(args.model)
     scores = scoring.score_frame(loaded, frame)

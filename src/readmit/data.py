@@ -132,10 +132,58 @@ def to_csv_bytes(frame: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False, na_rep="?").encode("utf-8")
 
 
+def in_cohort(frame: pd.DataFrame) -> np.ndarray:
+    """The model's cohort, the one rule: every encounter but those that ended in death or
+    hospice (readmission cannot, or almost never does, follow them). A feed carries both kinds;
+    training and evaluation use the cohort, monitoring watches the feed and the cohort's share.
+    """
+    excluded = frame["discharge_disposition_id"].isin(DIED_OR_HOSPICE_IDS)
+    return ~excluded.fillna(False).to_numpy(dtype=bool)
+
+
 def exclude_died_or_hospice(frame: pd.DataFrame) -> pd.DataFrame:
-    """Drop encounters that ended in death or hospice: readmission cannot happen after them."""
-    keep = ~frame["discharge_disposition_id"].isin(DIED_OR_HOSPICE_IDS)
-    return frame.loc[keep.fillna(True)].reset_index(drop=True)
+    """The cohort's rows of a frame (`in_cohort`), re-indexed."""
+    return frame.loc[in_cohort(frame)].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class FeedSplit:
+    """A feed split by patient: what a model trains on and what it is judged on.
+
+    `train_feed` and `holdout_feed` are raw feed rows (every discharge disposition); `train`
+    and `holdout` are their cohort rows. No patient is on both sides.
+    """
+
+    train_feed: pd.DataFrame
+    holdout_feed: pd.DataFrame
+
+    @property
+    def train(self) -> pd.DataFrame:
+        """Cohort rows of the training patients: what the model is fitted on."""
+        return exclude_died_or_hospice(self.train_feed)
+
+    @property
+    def holdout(self) -> pd.DataFrame:
+        """Cohort rows of the holdout patients: the registered (served-path) metrics."""
+        return exclude_died_or_hospice(self.holdout_feed)
+
+
+def split_feed(
+    frame: pd.DataFrame,
+    *,
+    window: str,
+    reference_fraction: float,
+    holdout_fraction: float,
+    seed: int,
+) -> FeedSplit:
+    """The training flow's split, in one place (retraining reproduces it from the same
+    parameters): the `window` ("all", or the oldest "reference" share of encounters), then a
+    patient-disjoint holdout drawn from the whole feed."""
+    feed = frame
+    if window == "reference":
+        feed, _ = reference_and_batches(frame, reference_fraction)
+    train_feed, holdout_feed = split_by_patient(feed, holdout_fraction, seed)
+    return FeedSplit(train_feed, holdout_feed)
 
 
 def in_time_order(frame: pd.DataFrame) -> pd.DataFrame:

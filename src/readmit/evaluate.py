@@ -19,6 +19,8 @@ from sklearn.metrics import (
 )
 
 from readmit.features import MISSING, make_label
+from readmit.schema import OUTCOME_COLUMNS
+from readmit.scoring import served_probabilities
 
 SUBGROUP_ATTRIBUTES = ("race", "gender", "age")
 SMALL_GROUP = 200
@@ -155,7 +157,11 @@ def evaluate_model(
     label: Literal["<30", "any"] = "<30",
     threshold: float | None = None,
 ) -> Evaluation:
-    """Evaluate a fitted model on a (patient-disjoint) holdout of raw encounters.
+    """Evaluate a fitted model on a (patient-disjoint) holdout of raw encounters, AS SERVED.
+
+    The holdout's outcomes are split off first; the rows are then scored by the service's own
+    scorer (`scoring.served_probabilities`), so these are the figures a client of the service
+    would measure (`served_path: true` in the metrics).
 
     Threshold rule: an explicit `threshold` if given; otherwise the model's own `threshold_`,
     which training chose to maximise F1 on patient-grouped out-of-fold TRAINING predictions
@@ -163,7 +169,7 @@ def evaluate_model(
     rule then says so (`max_f1_holdout`, optimistic).
     """
     y = make_label(holdout_frame, label).astype(np.int64)
-    p = np.asarray(model.predict_proba(holdout_frame))[:, 1].astype(np.float64)
+    p = served_probabilities(model, holdout_frame.drop(columns=list(OUTCOME_COLUMNS)))
     if threshold is not None:
         rule = "given"
     elif getattr(model, "threshold_", None) is not None:
@@ -176,6 +182,8 @@ def evaluate_model(
         "positives": int(y.sum()),
         "prevalence": round(float(y.mean()), 6),
         "mean_predicted": round(float(p.mean()), 6),
+        "calibration_gap": round(abs(float(p.mean()) - float(y.mean())), 6),
+        "served_path": True,
         **core_metrics(y, p),
         "ece": calibration["ece"],
         **threshold_metrics(y, p, threshold),

@@ -21,7 +21,6 @@ from readmit.features import (
     EncounterFeatures,
     FeatureEncoder,
     PatientHistory,
-    record_entry,
 )
 from readmit.schema import COLUMN_BY_NAME, INPUT_COLUMNS
 
@@ -32,8 +31,9 @@ REQUIRED_FIELDS = tuple(c for c in INPUT_COLUMNS if not COLUMN_BY_NAME[c].nullab
 class RecordScorer:
     """Scores raw encounter dicts (data-set field names, None = missing) without pandas.
 
-    Records may carry `patient_nbr` / `encounter_id` (history from the model's patient-history
-    store; unknown patient = no history) and, for earlier records of a batch, `readmitted`.
+    Records may carry `patient_nbr` / `encounter_id`: history from the model's patient-history
+    store (unknown patient = no history). Each record is scored on its own
+    (`features.KNOWN_AT_PREDICTION`): other records of a batch never change its probability.
     """
 
     def __init__(
@@ -55,21 +55,15 @@ class RecordScorer:
             absent = [f for f in REQUIRED_FIELDS if f not in record]
             if absent:
                 raise ValueError(f"record {i}: missing required fields: {', '.join(absent)}")
-        keys = [self.history.record_keys(r) for r in records]
-        states = self.history.history(
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [r.get("encounter_id") for r in records],
-            [record_entry(r) for r in records],
-        )
         rows = []
-        for record, state in zip(records, states, strict=True):
+        for record in records:
+            state = self.history.lookup(*self.history.record_keys(record))
             merged = {**record, **dict(zip(HISTORY_FEATURES, state, strict=True))}
             rows.append(self.encoder.encode_record(self.encounter.transform_record(merged)))
         return np.vstack(rows)
 
     def predict_proba_many(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Probability of the positive class for each record (earlier records count as history)."""
+        """Probability of the positive class for each record (each one independent of the rest)."""
         if not records:
             return np.zeros(0, dtype=np.float64)
         matrix = self.features(records)

@@ -2,9 +2,9 @@
 
 A model's reference set is written by the training flow next to its reports and read by every
 monitoring run:
-    models/<version>/reference_profile.bin      whylogs profile of the training data
+    models/<version>/reference_profile.bin      whylogs profile of the training patients' feed
     models/<version>/drift_thresholds.json      per-feature thresholds calibrated on no-drift data
-    models/<version>/prediction_profile.bin     profile of the holdout's predicted probabilities
+    models/<version>/prediction_profile.bin     served-path probabilities of the holdout's feed
     models/<version>/prediction_thresholds.json
     models/<version>/performance_baseline.json  holdout ROC AUC and calibration
 """
@@ -19,6 +19,10 @@ import numpy as np
 import pandas as pd
 
 from readmit import drift, profiling, storage
+from readmit.data import in_cohort
+from readmit.features import make_label
+from readmit.schema import OUTCOME_COLUMNS
+from readmit.scoring import served_probabilities
 
 
 @dataclass(frozen=True)
@@ -57,27 +61,51 @@ class Reference:
 
 def write_reference(
     uris: ReferenceUris,
-    train_frame: pd.DataFrame,
+    reference_feed: pd.DataFrame,
+    feed_p: np.ndarray,
     holdout_y: np.ndarray,
     holdout_p: np.ndarray,
     *,
     seed: int = 0,
 ) -> float:
-    """Profile the training data, calibrate thresholds on no-drift data, store everything.
+    """Profile the feed the model came from, calibrate thresholds on no-drift data, store all.
 
-    Returns the profiling rate (rows/s) of the training data. `train_frame` keeps `patient_nbr`
-    for patient-grouped calibration; profiles never contain it.
+    The reference is what the monitor will see: `reference_feed` is raw feed rows of the
+    training patients, every discharge disposition (the model's cohort is a monitored share of
+    it, through `discharge_disposition_id`), and `feed_p` the served-path probabilities of the
+    holdout patients' feed rows. `holdout_y`/`holdout_p` are the cohort holdout's outcomes and
+    served probabilities: the performance baseline.
+
+    Returns the profiling rate (rows/s). `reference_feed` keeps `patient_nbr` for
+    patient-grouped calibration; profiles never contain it.
     """
     start = datetime.now(UTC)
-    view = profiling.profile_frame(train_frame)
-    rows_per_s = len(train_frame) / max((datetime.now(UTC) - start).total_seconds(), 1e-9)
+    view = profiling.profile_frame(reference_feed)
+    rows_per_s = len(reference_feed) / max((datetime.now(UTC) - start).total_seconds(), 1e-9)
     profiling.write_profile(view, uris.profile)
-    drift.write_thresholds(drift.calibrate_from_frame(train_frame, seed=seed), uris.thresholds)
-    prediction_view, prediction_thresholds = drift.calibrate_predictions(holdout_p, seed=seed)
+    thresholds = drift.calibrate_from_frame(reference_feed, seed=seed)
+    drift.write_thresholds(thresholds, uris.thresholds)
+    prediction_view, prediction_thresholds = drift.calibrate_predictions(feed_p, seed=seed)
     profiling.write_profile(prediction_view, uris.prediction_profile)
     drift.write_thresholds(prediction_thresholds, uris.prediction_thresholds)
     storage.write_json(uris.performance, drift.performance_baseline(holdout_y, holdout_p).to_dict())
     return rows_per_s
+
+
+def build_reference(
+    uris: ReferenceUris,
+    train_feed: pd.DataFrame,
+    holdout_feed: pd.DataFrame,
+    model: Any,
+    label_definition: str,
+) -> float:
+    """A model's monitoring reference from its split feed (`data.FeedSplit`), as the monitor
+    will see data: the training patients' raw feed rows, the served-path probabilities of the
+    holdout patients' feed rows (unknown patients, every disposition, no outcome), and the
+    cohort holdout's performance. Returns the profiling rate (rows/s)."""
+    feed_p, labels, cohort = served_batch(model, holdout_feed, label_definition)
+    assert labels is not None
+    return write_reference(uris, train_feed, feed_p, labels, feed_p[cohort])
 
 
 def load_reference(uris: ReferenceUris) -> Reference:
@@ -91,14 +119,31 @@ def load_reference(uris: ReferenceUris) -> Reference:
     )
 
 
+def served_batch(
+    model: Any, batch: pd.DataFrame, label_definition: str | None = None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """A feed batch as the service sees it: (probabilities of every row, served path),
+    (labels of the cohort rows, when `label_definition` is given and outcomes arrived), and
+    the cohort mask. Outcomes never reach the scorer; performance is judged on the cohort."""
+    unlabelled = batch.drop(columns=list(OUTCOME_COLUMNS), errors="ignore")
+    probabilities = served_probabilities(model, unlabelled)
+    cohort = in_cohort(batch)
+    labels = None
+    if label_definition is not None:
+        labels = make_label(batch.loc[cohort], label_definition)  # type: ignore[arg-type]
+    return probabilities, labels, cohort
+
+
 def monitor_batch(
     reference: Reference,
     batch_id: str,
     batch: pd.DataFrame,
     probabilities: np.ndarray | None = None,
     labels: np.ndarray | None = None,
+    cohort: np.ndarray | None = None,
 ) -> drift.DriftReport:
-    """Drift of a batch's features, of its predictions, and (labels known) its performance."""
+    """Drift of a feed batch's features and predictions (every row, as the reference), and,
+    labels known, the performance on its cohort rows (`cohort` mask; default all rows)."""
     view = profiling.profile_frame(batch)
     features = drift.score_features(reference.profile, view, reference.thresholds)
     prediction = None
@@ -110,7 +155,8 @@ def monitor_batch(
         )
     performance = None
     if labels is not None and probabilities is not None and len(labels):
-        performance = drift.assess_performance(labels, probabilities, reference.performance)
+        scored = probabilities if cohort is None else probabilities[cohort]
+        performance = drift.assess_performance(labels, scored, reference.performance)
     return drift.drift_report(
         batch_id,
         features,

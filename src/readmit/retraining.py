@@ -13,9 +13,19 @@ from readmit import data
 class RetrainingData:
     """What the challenger trains on and what both models are judged on."""
 
-    train: pd.DataFrame
-    holdout: pd.DataFrame
+    train_feed: pd.DataFrame
+    holdout_feed: pd.DataFrame
     n_labelled_batches: int
+
+    @property
+    def train(self) -> pd.DataFrame:
+        """Cohort rows the challenger is fitted on."""
+        return data.exclude_died_or_hospice(self.train_feed)
+
+    @property
+    def holdout(self) -> pd.DataFrame:
+        """Cohort rows both models are judged on."""
+        return data.exclude_died_or_hospice(self.holdout_feed)
 
 
 def champion_training_rows(
@@ -25,13 +35,15 @@ def champion_training_rows(
     holdout_fraction: float,
     seed: int,
 ) -> pd.DataFrame:
-    """The encounters the champion was fitted on: its cohort minus its patient-disjoint holdout
-    (the training flow's split, reproduced from the same parameters)."""
-    cohort = data.exclude_died_or_hospice(frame)
-    if window == "reference":
-        cohort, _ = data.reference_and_batches(cohort, reference_fraction)
-    train, _ = data.split_by_patient(cohort, holdout_fraction, seed)
-    return train
+    """The champion's training feed (raw rows of its training patients, every disposition):
+    the training flow's split (`data.split_feed`), reproduced from the same parameters."""
+    return data.split_feed(
+        frame,
+        window=window,
+        reference_fraction=reference_fraction,
+        holdout_fraction=holdout_fraction,
+        seed=seed,
+    ).train_feed
 
 
 def assemble(
@@ -52,8 +64,9 @@ def assemble(
         raise ValueError("no labelled batches yet: nothing new to retrain on")
     if "patient_nbr" not in base:
         raise ValueError("the champion's training data has no patient_nbr")
-    batches = [data.exclude_died_or_hospice(b) for b in labelled]
-    recent = pd.concat(batches[-recent_batches:], ignore_index=True)
+    batches = list(labelled)
+    recent_feed = pd.concat(batches[-recent_batches:], ignore_index=True)
+    recent = recent_feed[data.in_cohort(recent_feed)]
     unseen = recent[~recent["patient_nbr"].isin(base["patient_nbr"])]
     if unseen.empty:
         raise ValueError(
@@ -62,5 +75,10 @@ def assemble(
         )
     _, holdout = data.split_by_patient(unseen, holdout_fraction, seed)
     everything = pd.concat([base, *batches], ignore_index=True)
-    train = everything[~everything["patient_nbr"].isin(holdout["patient_nbr"])]
-    return RetrainingData(data.in_time_order(train), holdout.reset_index(drop=True), len(labelled))
+    held_out = everything["patient_nbr"].isin(holdout["patient_nbr"])
+    holdout_feed = recent_feed[recent_feed["patient_nbr"].isin(holdout["patient_nbr"])]
+    return RetrainingData(
+        data.in_time_order(everything[~held_out]),
+        holdout_feed.reset_index(drop=True),
+        len(labelled),
+    )

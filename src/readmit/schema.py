@@ -12,7 +12,7 @@ from enum import StrEnum
 from functools import cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 
 class Kind(StrEnum):
@@ -145,6 +145,8 @@ COLUMN_BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 RAW_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 ID_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.kind is Kind.ID)
 LABEL_COLUMN = "readmitted"
+OUTCOME_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.kind is Kind.LABEL)
+"""Columns that are only known 30+ days after discharge: never in a scoring input."""
 INPUT_COLUMNS: tuple[str, ...] = tuple(
     c.name for c in COLUMNS if c.kind not in (Kind.ID, Kind.LABEL)
 )
@@ -184,11 +186,23 @@ def _field(column: Column) -> tuple[Any, Any]:
     return (kind, Field(..., **kwargs))
 
 
+MISSING_MARK = "?"
+"""How the data set (and a feed that exports it) writes a missing value."""
+
+
 class _EncounterBase(BaseModel):
     model_config = ConfigDict(
         extra="forbid", populate_by_name=True, strict=False, frozen=True,
         json_schema_extra={"description": "One inpatient encounter, raw data-set fields."},
     )  # fmt: skip
+
+    @model_validator(mode="before")
+    @classmethod
+    def _missing_mark_is_null(cls, data: Any) -> Any:
+        """A feed row sends `?` for missing, as the data set does: read it as null."""
+        if isinstance(data, dict):
+            return {k: (None if v == MISSING_MARK else v) for k, v in data.items()}
+        return data
 
 
 @cache

@@ -13,48 +13,62 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from readmit.data import coerce_types
-from readmit.schema import COLUMN_BY_NAME, ID_COLUMNS, INPUT_COLUMNS, Kind, encounter_model
+from readmit.schema import (
+    COLUMN_BY_NAME,
+    ID_COLUMNS,
+    INPUT_COLUMNS,
+    OUTCOME_COLUMNS,
+    Kind,
+    encounter_model,
+)
 from readmit.scoring import risk_labels
 from readmit.settings import PROJECT_ROOT, Settings
 
 MONITOR_NAME = "readmission_predictions"
 """Folder (under the prediction log dir) that bentoml.monitor writes `data/*.log` JSON lines to."""
-HISTORY_KEY = "patient_nbr"
-"""Optional request field for the patient-history lookup; never logged, echoed or counted."""
 MAX_IDENTIFIER = 2**53
-"""Largest accepted patient number: exact in float64, which pandas may pass ids through."""
+"""Largest accepted identifier: exact in float64, which pandas may pass ids through."""
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 
 # --------------------------------------------------------------------------- request / response
 
 
+def _identifier_field(name: str) -> tuple[Any, Any]:
+    """An optional identifier: a whole JSON number from 1 to 2**53, nothing looser.
+
+    Strict on purpose: "123", 123.0 or -5 get a 4xx naming the field, because an identifier
+    that a client coerced is the sign of a broken feed, and a wrong key silently loses history.
+    """
+    return (
+        int | None,
+        Field(
+            default=None,
+            ge=1,
+            le=MAX_IDENTIFIER,
+            strict=True,
+            description=f"Optional `{name}` of the feed row. Only used, keyed, to look the "
+            "patient up in the history store; never logged, returned or counted.",
+        ),
+    )
+
+
 @cache
 def predict_request_model() -> type[BaseModel]:
-    """One encounter as sent to /predict: the data contract plus an optional `patient_nbr`.
+    """One feed row as sent to /predict: the data contract plus the optional identifiers.
 
     The encounter fields come from `schema.encounter_model()` (the same definitions as the GX
-    suite); only the history key is added here.
+    suite); only `encounter_id` and `patient_nbr` are added here. An outcome column is refused
+    with a message that says where outcomes belong (`problems_from_errors`).
     """
     return create_model(
         "EncounterRequest",
         __base__=encounter_model(),
-        patient_nbr=(
-            int | None,
-            Field(
-                default=None,
-                ge=1,
-                le=MAX_IDENTIFIER,
-                description="Optional. Only used to look up the patient's earlier encounters "
-                "when the model has history features; never logged or returned.",
-            ),
-        ),
+        **{name: _identifier_field(name) for name in ID_COLUMNS},  # type: ignore[call-overload]
     )
 
 
@@ -124,69 +138,6 @@ class ModelInfo(BaseModel):
 def encounter_record(request: BaseModel) -> dict[str, Any]:
     """Request model -> raw record keyed by the data set's names (None = missing, like `?`)."""
     return request.model_dump(by_alias=True)
-
-
-def records_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """Records -> the frame the batch pipeline gets from `readmit score` (schema dtypes).
-
-    Columns follow INPUT_COLUMNS; the history key is kept only when a record carries one.
-    """
-    columns = list(INPUT_COLUMNS)
-    if any(r.get(HISTORY_KEY) is not None for r in records):
-        columns.append(HISTORY_KEY)
-    frame = pd.DataFrame.from_records(list(records), columns=columns)
-    return coerce_types(frame)
-
-
-class Scorer(Protocol):
-    """Probability of the positive class for raw records."""
-
-    def predict_proba_one(self, record: Mapping[str, Any]) -> float: ...
-
-    def predict_proba_many(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class FrameScorer:
-    """Scores through the fitted batch pipeline on a frame: exact, but ~20 ms for one row."""
-
-    model: Any
-
-    def predict_proba_one(self, record: Mapping[str, Any]) -> float:
-        """Probability for one record."""
-        return float(self.predict_proba_many([record])[0])
-
-    def predict_proba_many(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Probabilities for records, in order."""
-        return np.asarray(self.model.predict_proba(records_frame(records)))[:, 1]
-
-
-def single_threaded(model: Any) -> Any:
-    """Set `n_jobs=1` on every step that has it (e.g. XGBoost) and return the model.
-
-    Why: a multi-threaded booster on a one-row input spends its time synchronising threads
-    (measured: 49 ms -> 20 ms per row with 2 threads -> 1 on 2 cores). A service scales with
-    worker processes instead. Probabilities do not depend on the thread count.
-    """
-    steps = [step for _, step in getattr(model, "steps", [])] or [model]
-    for step in steps:
-        params = step.get_params(deep=False) if hasattr(step, "get_params") else {}
-        if "n_jobs" in params and params["n_jobs"] != 1:
-            step.set_params(n_jobs=1)
-    return model
-
-
-def make_scorer(model: Any) -> Scorer:
-    """The fastest scorer with batch-pipeline parity: `readmit.fastpath` when it is available
-    and compiles this model, else the batch pipeline on a frame (exact, slower)."""
-    try:
-        from readmit import fastpath  # type: ignore[attr-defined]
-    except ImportError:
-        return FrameScorer(model)
-    try:
-        return fastpath.compile_scorer(model)  # type: ignore[no-any-return]
-    except (TypeError, ValueError, NotImplementedError, AttributeError, KeyError):
-        return FrameScorer(model)
 
 
 ADAPTIVE_MAX_BATCH = 64
@@ -309,16 +260,27 @@ def field_path(loc: Iterable[Any]) -> str:
     return out or "(body)"
 
 
+OUTCOME_PROBLEM = "outcome not accepted"
+OUTCOME_MESSAGE = (
+    "outcomes are not known at prediction time: send them with the training data or the "
+    "outcomes feed, never in a scoring request"
+)
+
+
 def problems_from_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
     """pydantic error dicts -> `[{"field", "problem", "message"}]`, input values left out.
 
-    Input values are never echoed: a wrong `patient_nbr` must not come back in an error.
+    Input values are never echoed: a wrong `patient_nbr` must not come back in an error. An
+    outcome column (`readmitted`) is named as such, with where outcomes belong.
     """
     problems = []
     for err in errors:
         kind = str(err.get("type", "invalid"))
         problem = _PROBLEMS.get(kind, kind.replace("_", " "))
         message = str(err.get("msg", problem))
+        loc = tuple(err.get("loc", ()))
+        if kind == "extra_forbidden" and loc and loc[-1] in OUTCOME_COLUMNS:
+            problem, message = OUTCOME_PROBLEM, OUTCOME_MESSAGE
         problems.append(
             {"field": field_path(err.get("loc", ())), "problem": problem, "message": message}
         )

@@ -15,28 +15,38 @@ import pandas as pd
 import pytest
 from service_helpers import READY_TIMEOUT_S, Served, small_model
 
-from readmit import data, deploy, registry
+from readmit import data, deploy, evaluate, registry
 from readmit.schema import INPUT_COLUMNS
 from readmit.settings import get_settings
 
 
 @pytest.fixture(scope="session")
-def train_frame(sample_frame: pd.DataFrame) -> pd.DataFrame:
-    """3,000 real encounters the test model is trained on."""
-    return data.exclude_died_or_hospice(sample_frame)
+def feed_split(sample_frame: pd.DataFrame) -> data.FeedSplit:
+    """3,000 real feed rows split by patient, as the training flow splits."""
+    return data.split_feed(
+        sample_frame, window="all", reference_fraction=0.6, holdout_fraction=0.2, seed=42
+    )
 
 
 @pytest.fixture(scope="session")
-def model_tag(train_frame: pd.DataFrame) -> str:
-    """The small model, registered (not promoted) in the session's model store."""
+def train_frame(feed_split: data.FeedSplit) -> pd.DataFrame:
+    """The cohort rows of the training patients: what the test model is trained on."""
+    return feed_split.train
+
+
+@pytest.fixture(scope="session")
+def model_tag(train_frame: pd.DataFrame, feed_split: data.FeedSplit) -> str:
+    """The small model, registered (not promoted) with its served-path holdout metrics."""
+    model = small_model(train_frame)
+    evaluation = evaluate.evaluate_model(model, feed_split.holdout, threshold=0.15)
     metadata = {
         "threshold": 0.15,
         "label_definition": "<30",
-        "metrics": {"roc_auc": 0.61, "pr_auc": 0.17, "brier": 0.1},
+        "metrics": evaluation.metrics,
         "trained_at": "2026-11-23T00:00:00+00:00",
         "feature_names": list(INPUT_COLUMNS),
     }
-    return registry.save_model(small_model(train_frame), metadata, stage="candidate")
+    return registry.save_model(model, metadata, stage="candidate")
 
 
 @pytest.fixture(scope="session")

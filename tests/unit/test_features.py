@@ -157,38 +157,55 @@ def patient_rows(*encounters: tuple[int, str], patient: int = 7) -> list[dict[st
     return [raw_row(encounter_id=e, patient_nbr=patient, readmitted=r) for e, r in encounters]
 
 
-def test_history_counts_only_earlier_encounters() -> None:
+def stored(*rows: dict[str, Any]) -> PatientHistory:
+    """A patient-history store fitted on rows (what training does)."""
+    return PatientHistory(salt="test").fit(frame_of(*rows))
+
+
+def test_history_counts_only_earlier_stored_encounters() -> None:
     rows = patient_rows((30, "NO"), (10, "<30"), (20, ">30"))  # shuffled on purpose
-    out = history(frame_of(*rows))
+    out = history(frame_of(*rows), stored(*rows))
     assert out["hist_n_prior"].tolist() == [2, 0, 1]
-    assert out["hist_prior_lt30"].tolist() == [1, 0, 1]
-    assert out["hist_prior_readmit"].tolist() == [2, 0, 1]
-    assert out["hist_prev_lt30"].tolist() == [0, 0, 1]  # encounter 30 follows a >30 one
     assert out["hist_prior_days"].tolist() == [6, 0, 3]
+    assert out["hist_prev_days"].tolist() == [3, 0, 3]
+
+
+def test_history_never_reads_outcomes() -> None:
+    """The same encounters with other outcomes (or none) give the same history: outcomes are
+    not known at prediction time."""
+    rows = patient_rows((10, "<30"), (20, "<30"), (30, "NO"))
+    flipped = patient_rows((10, "NO"), (20, ">30"), (30, "<30"))
+    base = history(frame_of(*rows), stored(*rows))
+    pd.testing.assert_frame_equal(base, history(frame_of(*flipped), stored(*flipped)))
+    unlabelled = frame_of(*rows).drop(columns=["readmitted"])
+    pd.testing.assert_frame_equal(base, history(unlabelled, stored(*rows)))
 
 
 def test_history_is_leak_free_when_later_encounters_are_added() -> None:
     early = patient_rows((10, "<30"), (20, "NO"))
     later = patient_rows((30, "<30"), (40, ">30"))
-    other = [raw_row(encounter_id=15, patient_nbr=8, readmitted="<30")]
-    alone = history(frame_of(*early))
-    with_future = history(frame_of(*later, *early, *other))
-    pd.testing.assert_frame_equal(alone, with_future.iloc[2:4].reset_index(drop=True))
-    # ... and through the fitted store: fitting on the future changes nothing either.
-    store = PatientHistory(salt="test").fit(frame_of(*early, *later))
-    pd.testing.assert_frame_equal(alone, history(frame_of(*early), store))
+    alone = history(frame_of(*early), stored(*early))
+    # Fitting the store on the future changes nothing for the earlier encounters.
+    pd.testing.assert_frame_equal(alone, history(frame_of(*early), stored(*early, *later)))
+
+
+def test_other_rows_of_the_input_never_count() -> None:
+    """An unknown patient's earlier encounters in the same input are not history: each row is
+    scored as it would be alone (the service scores requests one by one)."""
+    rows = patient_rows((10, "NO"), (20, "NO"), (30, "NO"), patient=99)
+    together = history(frame_of(*rows), stored(raw_row(encounter_id=1, patient_nbr=5)))
+    assert together["hist_n_prior"].tolist() == [0, 0, 0]
 
 
 def test_store_gives_history_to_new_encounters_without_double_counting() -> None:
     train = frame_of(*patient_rows((10, "<30"), (20, "NO")))
     store = PatientHistory(salt="test").fit(train)
     # Transforming the training frame reproduces its own history (no double count).
-    pd.testing.assert_frame_equal(history(train, store), history(train))
-    # A new encounter of a known patient sees both stored ones, plus earlier new rows.
+    assert history(train, store)["hist_n_prior"].tolist() == [0, 1]
+    # A new encounter of a known patient sees both stored ones, and only those.
     new = frame_of(*patient_rows((50, "NO"), (40, "<30")))
     out = history(new, store)
-    assert out["hist_n_prior"].tolist() == [3, 2]
-    assert out["hist_prior_lt30"].tolist() == [2, 1]
+    assert out["hist_n_prior"].tolist() == [2, 2]
     # The outcome of the encounter being scored never counts, and unknown patients start at 0.
     stranger = frame_of(raw_row(encounter_id=60, patient_nbr=99, readmitted="<30"))
     assert history(stranger, store).iloc[0].tolist() == [0] * len(HISTORY_FEATURES)

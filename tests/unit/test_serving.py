@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from readmit import serving
+from readmit import scoring, serving
 from readmit.data import parse_encounters, to_csv_bytes
 from readmit.schema import INPUT_COLUMNS
 
@@ -22,12 +22,37 @@ def test_example_encounter_is_valid_and_complete() -> None:
     assert record["patient_nbr"] is None and record["glyburide-metformin"] == "No"
 
 
-def test_request_model_rejects_ids_and_huge_patient_numbers() -> None:
+def test_request_model_takes_feed_identifiers_but_only_whole_numbers() -> None:
     model = serving.predict_request_model()
-    with pytest.raises(ValidationError, match="encounter_id"):
-        model(**serving.example_encounter(), encounter_id=5)
-    with pytest.raises(ValidationError, match="patient_nbr"):
-        model(**serving.example_encounter(), patient_nbr=2**63)
+    record = serving.encounter_record(
+        model(**serving.example_encounter(), encounter_id=5, patient_nbr=7)
+    )
+    assert (record["encounter_id"], record["patient_nbr"]) == (5, 7)
+    for name in ("encounter_id", "patient_nbr"):
+        for odd in (2**63, 12.5, 12.0, "123", -4, 0, True):
+            with pytest.raises(ValidationError, match=name):
+                model(**serving.example_encounter(), **{name: odd})
+
+
+def test_missing_mark_of_the_data_set_reads_as_null() -> None:
+    model = serving.predict_request_model()
+    row = {**serving.example_encounter(), "weight": "?", "payer_code": "?"}
+    record = serving.encounter_record(model(**row))
+    assert record["weight"] is None and record["payer_code"] is None
+
+
+def test_an_outcome_field_is_named_with_where_outcomes_belong() -> None:
+    model = serving.predict_request_model()
+    with pytest.raises(ValidationError) as caught:
+        model(**serving.example_encounter(), readmitted="NO")
+    problems = serving.problems_from_errors(caught.value.errors())
+    assert problems == [
+        {
+            "field": "readmitted",
+            "problem": serving.OUTCOME_PROBLEM,
+            "message": serving.OUTCOME_MESSAGE,
+        }
+    ]
 
 
 def test_records_frame_matches_the_csv_path(sample_frame: pd.DataFrame) -> None:
@@ -44,7 +69,7 @@ def test_records_frame_matches_the_csv_path(sample_frame: pd.DataFrame) -> None:
         }
         for r in rows[list(INPUT_COLUMNS)].to_dict("records")
     ]
-    via_json = serving.records_frame(records)
+    via_json = scoring.records_frame(records)
     pd.testing.assert_frame_equal(via_json, via_csv.reset_index(drop=True))
 
 
