@@ -30,10 +30,14 @@ def plan_batches(source: Source, n_batches: int, batch_size: int, seed: int) -> 
     frame = data.read_encounters(settings.data_uri, settings.data_sha256).frame
     if source == "future":
         return simulation.future_batches(frame, settings.reference_fraction, batch_size)[:n_batches]
-    cohort = data.exclude_died_or_hospice(frame)
-    reference, _ = data.reference_and_batches(cohort, settings.reference_fraction)
-    _, holdout = data.split_by_patient(reference, 0.2, settings.seed)
-    return drift.sample_batches(holdout, n_batches, batch_size, seed=seed)
+    unseen = data.split_feed(
+        frame,
+        window="reference",
+        reference_fraction=settings.reference_fraction,
+        holdout_fraction=0.2,
+        seed=settings.seed,
+    ).holdout_feed
+    return drift.sample_batches(unseen, n_batches, batch_size, seed=seed)
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

@@ -374,7 +374,10 @@ def publish_artifacts(summary: dict[str, Any], evaluations: dict[str, Any], vers
             {"model": "xgboost (tuned)", **model_eval.headline()},
             {"model": "logistic regression (baseline)", **baseline_eval.headline()},
         ],
-        description=f"Patient-disjoint holdout, label {summary['label_definition']}",
+        description=(
+            f"Patient-disjoint holdout scored as served (outcomes split off, the service's "
+            f"scorer, one encounter at a time), label {summary['label_definition']}"
+        ),
     )
     create_table_artifact(
         key="subgroup-metrics",

@@ -106,8 +106,10 @@ class Evaluation:
     subgroups: list[dict[str, Any]] = field(default_factory=list)
 
     def headline(self) -> dict[str, float]:
-        """The figures people compare: ROC AUC, PR AUC, Brier, log loss, ECE."""
-        return {k: self.metrics[k] for k in ("roc_auc", "pr_auc", "brier", "log_loss", "ece")}
+        """The figures people compare: ROC AUC, PR AUC, Brier, log loss, and calibration as
+        served (ECE, mean predicted against prevalence)."""
+        keys = ("roc_auc", "pr_auc", "brier", "log_loss", "ece", "mean_predicted", "prevalence")
+        return {k: self.metrics[k] for k in keys if k in self.metrics}
 
     def subgroup_rows(self) -> list[dict[str, Any]]:
         """One row per (attribute, group) with its size and metrics."""

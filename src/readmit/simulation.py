@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
 
-from readmit import data, drift
-from readmit.schema import INPUT_COLUMNS
+from readmit import data, drift, scoring
+from readmit.schema import OUTCOME_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -30,9 +29,9 @@ class DriftEpisode:
 def future_batches(
     frame: pd.DataFrame, reference_fraction: float, batch_size: int
 ) -> list[pd.DataFrame]:
-    """Encounters after the reference window, in encounter_id order, cut into batches."""
-    cohort = data.exclude_died_or_hospice(frame)
-    return data.reference_and_batches(cohort, reference_fraction, batch_size)[1]
+    """Feed rows after the reference window (every disposition), in encounter_id order, cut
+    into batches."""
+    return data.reference_and_batches(frame, reference_fraction, batch_size)[1]
 
 
 def apply_episode(
@@ -53,16 +52,9 @@ def apply_episode(
 
 
 def service_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """JSON records for the service: the input fields only (no identifiers, no label)."""
-    cols = [c for c in INPUT_COLUMNS if c in frame.columns]
-    records = frame[cols].astype(object).to_dict(orient="records")
-    return [
-        {
-            k: (None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v)
-            for k, v in r.items()
-        }
-        for r in records
-    ]
+    """JSON records for the service: feed rows as a hospital sends them (identifiers kept,
+    outcomes dropped: they arrive later, through the labels)."""
+    return scoring.feed_records(frame.drop(columns=list(OUTCOME_COLUMNS), errors="ignore"))
 
 
 def chunks(items: list[Any], size: int) -> list[list[Any]]:
