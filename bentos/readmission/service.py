@@ -22,7 +22,7 @@ import bentoml
 from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
-from readmit import prediction_log, registry, scoring, serving, serving_runtime
+from readmit import data, prediction_log, registry, scoring, serving, serving_runtime
 from readmit.settings import get_settings
 
 logger = logging.getLogger("readmit.service")
@@ -140,6 +140,7 @@ class Readmission:
         return serving.Prediction(
             probability=probs[0],
             risk=risks[0],
+            in_cohort=data.record_in_cohort(record),
             threshold=self.threshold,  # type: ignore[arg-type]
             model_tag=self.loaded.tag,
         )
@@ -157,8 +158,12 @@ class Readmission:
             threshold=self.threshold,
             count=len(probs),
             predictions=[
-                serving.RowPrediction(probability=p, risk=r)  # type: ignore[arg-type]
-                for p, r in zip(probs, risks, strict=True)
+                serving.RowPrediction(
+                    probability=p,
+                    risk=r,  # type: ignore[arg-type]
+                    in_cohort=data.record_in_cohort(record),
+                )
+                for p, r, record in zip(probs, risks, records, strict=True)
             ],
         )
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -139,6 +141,12 @@ def in_cohort(frame: pd.DataFrame) -> np.ndarray:
     """
     excluded = frame["discharge_disposition_id"].isin(DIED_OR_HOSPICE_IDS)
     return ~excluded.fillna(False).to_numpy(dtype=bool)
+
+
+def record_in_cohort(record: Mapping[str, Any]) -> bool:
+    """`in_cohort` for one record (a request): False when the encounter ended in death or
+    hospice."""
+    return record.get("discharge_disposition_id") not in DIED_OR_HOSPICE_IDS
 
 
 def exclude_died_or_hospice(frame: pd.DataFrame) -> pd.DataFrame:

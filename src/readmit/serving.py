@@ -94,11 +94,19 @@ def batch_request_model(max_batch_size: int) -> type[BaseModel]:
     )
 
 
+IN_COHORT_DOC = (
+    "False when the encounter ended in death or hospice (discharge_disposition_id 11, 13, 14, "
+    "19, 20, 21): the model was not trained on such encounters and readmission is not expected; "
+    "the probability is given for completeness only."
+)
+
+
 class Prediction(BaseModel):
     """Result for one encounter."""
 
     probability: float = Field(description="Predicted probability of the label (e.g. <30 days).")
     risk: Literal["high", "low"] = Field(description="'high' at or above the model threshold.")
+    in_cohort: bool = Field(description=IN_COHORT_DOC)
     threshold: float = Field(description="The model's operating threshold.")
     model_tag: str
 
@@ -108,6 +116,7 @@ class RowPrediction(BaseModel):
 
     probability: float
     risk: Literal["high", "low"]
+    in_cohort: bool = Field(description=IN_COHORT_DOC)
 
 
 class BatchPrediction(BaseModel):

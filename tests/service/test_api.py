@@ -25,7 +25,7 @@ def test_predict_returns_probability_risk_and_tag(client: httpx.Client, served: 
     resp = client.post("/predict", json={**EXAMPLE, "patient_nbr": SECRET_PATIENT})
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    assert set(body) == {"probability", "risk", "threshold", "model_tag"}
+    assert set(body) == {"probability", "risk", "in_cohort", "threshold", "model_tag"}
     assert 0.0 < body["probability"] < 1.0
     assert body["risk"] == ("high" if body["probability"] >= body["threshold"] else "low")
     assert body["model_tag"] == served.model_tag

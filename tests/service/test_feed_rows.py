@@ -47,11 +47,15 @@ def feed(full_frame: pd.DataFrame, feed_split: data.FeedSplit) -> pd.DataFrame:
 
 def test_feed_rows_score_as_they_are(client: httpx.Client, feed: pd.DataFrame) -> None:
     rows = [feed_row(r) for _, r in feed.iterrows()]
-    statuses = [client.post("/predict", json=r).status_code for r in rows]
-    assert statuses == [200] * len(rows)
+    answers = [client.post("/predict", json=r) for r in rows]
+    assert [a.status_code for a in answers] == [200] * len(rows)
     batch = client.post("/predict_batch", json={"encounters": rows})
     assert batch.status_code == 200, batch.text
     assert batch.json()["count"] == len(rows)
+    # Died/hospice encounters are scored but said to be outside the model's cohort.
+    expected = (~feed["discharge_disposition_id"].isin(DIED_OR_HOSPICE_IDS)).tolist()
+    assert [a.json()["in_cohort"] for a in answers] == expected
+    assert [p["in_cohort"] for p in batch.json()["predictions"]] == expected
 
 
 def test_identifiers_are_never_echoed(client: httpx.Client, served: Served) -> None:
