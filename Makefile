@@ -45,7 +45,7 @@ test: install ## Run the whole test suite
 lint: install ## ruff lint + format check, mypy on src/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy src/readmit
+	$(BIN)/mypy src/readmit src/readmit_cli.py
 
 .PHONY: bench-training
 bench-training: install ## Benchmark: whole training flow on the full data

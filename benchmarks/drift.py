@@ -2,7 +2,7 @@
 
 Data: the shipped feed (every discharge disposition), time-ordered; the reference period is the
 oldest `READMIT_REFERENCE_FRACTION` (0.6). Its patients are split three ways (disjoint):
-- reference, 60%: the training patients. The real production pipeline (`readmit.train`, short
+- reference, 60%: the training patients. The real production pipeline (`readmit.model.train`, short
   search) is fitted on their cohort rows, and the monitoring reference is written by the
   training flow's own code (`monitoring.build_reference`): the feed profile, thresholds, the
   served-path prediction reference and the performance baseline;
@@ -41,9 +41,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before xgboost is importe
 
 import pandas as pd
 
-from readmit import data, drift, features, monitoring, scoring, train
-from readmit.report import render_drift_report_html
+from readmit import data, features, monitoring
+from readmit.model import train
+from readmit.monitoring import drift
+from readmit.reports.report import render_drift_report_html
 from readmit.schema import LABEL_COLUMN
+from readmit.serving import scoring
 from readmit.settings import get_settings
 
 BATCH_SIZE = 5000

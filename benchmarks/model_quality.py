@@ -1,11 +1,12 @@
 """Benchmark: model quality on the full data, patient-disjoint holdout (no Prefect, no registry).
 
-Trains exactly what the training flow trains (`readmit.train.train_models`) on the shipped data
-after the died/hospice exclusion, split by patient (holdout 0.2, seed 42), and evaluates the tuned
-XGBoost and the logistic-regression baseline on the holdout. Prints CV and holdout figures, the
-search trials and the timings; the last line is one JSON object.
+Trains exactly what the training flow trains (`readmit.model.train.train_models`) on the shipped
+data after the died/hospice exclusion, split by patient (holdout 0.2, seed 42), and evaluates the
+tuned XGBoost and the logistic-regression baseline on the holdout. Prints CV and holdout figures,
+the search trials and the timings; the last line is one JSON object.
 
     .venv/bin/python benchmarks/model_quality.py [--label "<30"] [--search-budget 90]
+
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _records(frame: Any) -> list[dict[str, Any]]:
 
 def fastpath_figures(model: Any, holdout: Any) -> dict[str, float]:
     """Parity of the compiled per-record scorer with the batch pipeline, and its latency."""
-    from readmit import fastpath
+    from readmit.serving import fastpath
 
     scorer = fastpath.compile_scorer(model)
     rows = holdout.head(500)
@@ -78,7 +79,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
 
-    from readmit import data, evaluate, train
+    from readmit import data
+    from readmit.model import evaluate, train
 
     frame = data.read_encounters(str(DATA)).frame
     cohort = data.exclude_died_or_hospice(frame)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import bentoml
 from pydantic import BaseModel
 
-from readmit import serving_runtime
+from readmit.serving import runtime
 from readmit.settings import get_settings
 
-serving_runtime.install_timeout_fix()
+runtime.install_timeout_fix()
 
 
 class Constant(BaseModel):
@@ -27,7 +27,7 @@ class Noop:
     """Answers every encounter with the same prediction."""
 
     def __init__(self) -> None:
-        serving_runtime.settle_heap()
+        runtime.settle_heap()
 
     @bentoml.api(route="/predict")
     async def predict(self, age: str | None = None) -> Constant:

@@ -94,7 +94,10 @@ def inbox_to_retrain(cfg, services, budget: float) -> tuple[float | None, float 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.training import training_flow
-    from readmit import data, drift, inbox, registry
+    from readmit import data
+    from readmit.data import inbox
+    from readmit.model import registry
+    from readmit.monitoring import drift
     from readmit.settings import get_settings
 
     state = services.load_state(cfg)

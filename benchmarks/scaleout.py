@@ -42,7 +42,8 @@ def main() -> None:
     from prefect.client.orchestration import get_client
 
     from flows.training import search_on_dask
-    from readmit import data, fanout, train
+    from readmit import data
+    from readmit.model import fanout, train
     from readmit.settings import get_settings
 
     settings = get_settings()

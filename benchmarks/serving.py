@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from readmit import data, deploy, registry, serving
+from readmit import data, serving
+from readmit.model import registry
+from readmit.ops import deploy
 from readmit.schema import INPUT_COLUMNS
 from readmit.settings import PROJECT_ROOT, get_settings
 

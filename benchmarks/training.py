@@ -1,17 +1,18 @@
 """Benchmark: the whole training flow on the full data set, step by step.
 
 Runs the real Prefect flow (temporary local API unless PREFECT_API_URL is set) on the shipped
-101,766 encounters with a private model store and artifact store, then prints the wall time of
-each step, the holdout metrics of the tuned model and of the logistic-regression baseline, and the
+101,766 encounters with a private model store and artifact store, then prints the wall time of each
+step, the holdout metrics of the tuned model and of the logistic-regression baseline, and the
 whylogs profiling rate. The last line is one JSON object, so runs can be compared over time.
 
-The holdout metrics are served-path metrics (`readmit.evaluate`): patient-disjoint holdout rows
-scored as the service scores them. The benchmark checks that claim independently: it rebuilds the
-holdout's raw feed rows (identifiers kept, outcome column dropped), passes each one through the
-service's request contract and scores it alone with the registered model's per-record scorer,
-then compares the metrics with the registered ones (`registered_equals_served`).
+The holdout metrics are served-path metrics (`readmit.model.evaluate`): patient-disjoint holdout
+rows scored as the service scores them. The benchmark checks that claim independently: it rebuilds
+the holdout's raw feed rows (identifiers kept, outcome column dropped), passes each one through the
+service's request contract and scores it alone with the registered model's per-record scorer, then
+compares the metrics with the registered ones (`registered_equals_served`).
 
     .venv/bin/python benchmarks/training.py [--search-budget 90]
+
 """
 
 from __future__ import annotations
@@ -80,8 +81,10 @@ def served_check(tag: str) -> dict[str, float | bool]:
     the figures with the registered ones."""
     import numpy as np
 
-    from readmit import data, evaluate, features, registry, scoring, serving
+    from readmit import data, features, serving
+    from readmit.model import evaluate, registry
     from readmit.schema import OUTCOME_COLUMNS
+    from readmit.serving import scoring
     from readmit.settings import get_settings
 
     settings = get_settings()

@@ -1,6 +1,6 @@
 """Deployment flow: build the bento -> containerise (where Docker answers) -> deploy locally.
 
-Thin by design: each task calls one `readmit.deploy` function. The local deploy is blue/green:
+Thin by design: each task calls one `readmit.ops.deploy` function. The local deploy is blue/green:
 the new bento must answer /readyz before the old server is stopped, so a bad build or a model
 that cannot load never takes the service down.
 
@@ -20,7 +20,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from readmit import deploy, registry
+from readmit.model import registry
+from readmit.ops import deploy
 
 
 @task(cache_policy=NO_CACHE)

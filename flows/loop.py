@@ -19,7 +19,7 @@ from flows.monitoring import monitoring_flow
 from flows.retraining import retraining_flow
 from flows.simulation import simulation_flow
 from flows.training import training_flow
-from readmit import audit
+from readmit.ops import audit
 from readmit.settings import get_settings
 
 

@@ -13,17 +13,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from readmit import (
-    audit,
-    data,
-    drift,
-    inbox,
-    monitoring,
-    registry,
-    report,
-    storage,
-    validation,
-)
+from readmit import data, monitoring, storage
+from readmit.data import inbox, validation
+from readmit.model import registry
+from readmit.monitoring import drift
+from readmit.ops import audit
+from readmit.reports import report
 from readmit.settings import get_settings
 
 DRIFT_EVENT = "readmit.drift.detected"

@@ -12,7 +12,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.training import assess, fit, write_reference
-from readmit import audit, data, evaluate, gates, inbox, lineage, registry, retraining
+from readmit import data
+from readmit.data import inbox
+from readmit.model import evaluate, gates, lineage, registry, retraining
+from readmit.ops import audit
 from readmit.settings import get_settings
 
 
@@ -64,7 +67,7 @@ def redeploy(tag: str) -> dict[str, Any] | None:
     Where no service was deployed from this machine, there is nothing to roll: say so, None.
     """
     from flows.deployment import deployment_flow
-    from readmit import deploy
+    from readmit.ops import deploy
 
     if deploy.running_server() is None:
         get_run_logger().info("no running service to redeploy; `make run` or flows/deployment.py")

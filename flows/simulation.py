@@ -17,7 +17,9 @@ import httpx
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from readmit import data, drift, inbox, simulation, storage
+from readmit import data, storage
+from readmit.data import inbox
+from readmit.monitoring import drift, simulation
 from readmit.settings import get_settings
 
 Source = Literal["holdout", "future"]
@@ -73,7 +75,7 @@ def simulation_flow(
         n_batches: How many batches to replay.
         batch_size: Encounters per batch.
         source: "holdout" (clean, reference period) or "future" (real later encounters).
-        scenario: Drift scenario (see readmit.drift.SCENARIOS) or None for no drift.
+        scenario: Drift scenario (see readmit.monitoring.drift.SCENARIOS) or None for no drift.
         strength: weak, moderate or strong.
         mode: sudden or gradual.
         drift_start: Index of the first drifted batch within this replay.

@@ -25,18 +25,10 @@ from prefect.logging import get_logger
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask import DaskTaskRunner
 
-from readmit import (
-    charts,
-    data,
-    evaluate,
-    fanout,
-    lineage,
-    monitoring,
-    registry,
-    storage,
-    train,
-    validation,
-)
+from readmit import data, monitoring, storage
+from readmit.data import validation
+from readmit.model import evaluate, fanout, lineage, registry, train
+from readmit.reports import charts
 from readmit.settings import get_settings
 
 Window = Literal["all", "reference"]
@@ -184,7 +176,7 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
     try:
         return get_run_logger()
     except MissingContextError:  # called outside a flow run (tests, benchmarks)
-        return get_logger("readmit.fanout")
+        return get_logger("readmit.model.fanout")
 
 
 def search_on_dask(

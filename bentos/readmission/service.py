@@ -4,7 +4,7 @@ Endpoints: POST /predict, POST /predict_batch, GET /model, plus BentoML's /healt
 /readyz and /metrics. Build configuration lives in `bentofile.yaml` beside this file only.
 
 Which model: `READMIT_MODEL_TAG` if set, else the model packed into the bento at build time
-(`bentoml build --arg model_tag=...`, what `readmit.deploy` does), else the registry's
+(`bentoml build --arg model_tag=...`, what `readmit.ops.deploy` does), else the registry's
 production model. With none usable the service still starts; /readyz and the API answer 503
 with the reason.
 
@@ -22,13 +22,15 @@ import bentoml
 from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
-from readmit import data, prediction_log, registry, scoring, serving, serving_runtime
+from readmit import data, serving
+from readmit.model import registry
+from readmit.serving import prediction_log, runtime, scoring
 from readmit.settings import get_settings
 
 logger = logging.getLogger("readmit.service")
 
 SETTINGS = get_settings()
-serving_runtime.install_timeout_fix()  # before BentoML builds the app: see serving_runtime
+runtime.install_timeout_fix()  # before BentoML builds the app: see serving_runtime
 EncounterRequest = serving.predict_request_model()
 BatchRequest = serving.batch_request_model(SETTINGS.max_batch_size)
 PACKED_MODEL_TAG: str | None = getattr(bentoml.use_arguments(), "model_tag", None) or None
@@ -46,7 +48,7 @@ model_app = FastAPI(title="readmission model info")
     metrics={"enabled": True},
     monitoring={
         "enabled": True,
-        "type": "readmit.prediction_log.BufferedMonitor",
+        "type": "readmit.serving.prediction_log.BufferedMonitor",
         "options": {"log_path": str(serving.prediction_log_dir(SETTINGS))},
     },
 )
@@ -89,7 +91,7 @@ class Readmission:
         self.metrics.model_ready.set(1)
         if SETTINGS.adaptive_batching:
             self.dispatch = serving.make_dispatcher(self._score_group)
-        serving_runtime.settle_heap()
+        runtime.settle_heap()
         logger.info(
             "serving %s with %s (threshold %.4f)",
             self.loaded.tag,
@@ -99,7 +101,7 @@ class Readmission:
 
     @bentoml.on_shutdown
     def write_queued_prediction_logs(self) -> None:
-        """Prediction-log rows are queued in memory (readmit.prediction_log): write them."""
+        """Prediction-log rows are queued in memory (readmit.serving.prediction_log): write them."""
         prediction_log.close_all()
 
     def __is_ready__(self) -> bool:
@@ -112,7 +114,7 @@ class Readmission:
     def _log(
         self, endpoint: str, records: list[dict[str, Any]], probs: list[float], risks: list[str]
     ) -> None:
-        """Metrics, and the prediction log (queued in memory: `readmit.prediction_log`)."""
+        """Metrics, and the prediction log (queued in memory: `readmit.serving.prediction_log`)."""
         assert self.loaded is not None
         serving.observe_predictions(self.metrics, endpoint, probs, risks)
         with bentoml.monitor(serving.MONITOR_NAME) as mon:

@@ -119,7 +119,7 @@ class Config:
 
     @property
     def serving_dir(self) -> Path:
-        """readmit.deploy's state and server homes (`.run/serving` is also its own default, so
+        """readmit.ops.deploy's state and server homes (`.run/serving` is also its own default, so
         the retraining flow's redeploy finds the service `up` started)."""
         return self.run_dir / "serving"
 
@@ -717,7 +717,7 @@ def stop_bento(cfg: Config) -> bool:
     row = bento_status(cfg)
     if row is None:
         return False
-    from readmit import deploy
+    from readmit.ops import deploy
 
     deploy.stop(cfg.serving_dir)
     return bool(row["running"])

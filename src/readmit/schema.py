@@ -1,7 +1,7 @@
 """The data contract of a raw encounter, written once.
 
 Everything that needs to know what a valid encounter looks like derives from `COLUMNS`: the Great
-Expectations suite (`readmit.validation`), the loader's dtypes (`readmit.data`), the service's
+Expectations suite (`readmit.data.validation`), the loader's dtypes (`readmit.data`), the service's
 request model (`encounter_model`) and the docs. No value set is written anywhere else.
 """
 

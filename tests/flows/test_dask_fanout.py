@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from readmit import data, fanout, registry, train
+from readmit import data
+from readmit.model import fanout, registry, train
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from readmit import data, drift, inbox, registry
+from readmit import data
+from readmit.data import inbox
+from readmit.model import registry
+from readmit.monitoring import drift
 from readmit.schema import DIED_OR_HOSPICE_IDS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from readmit import data, registry, storage, validation
+from readmit import data, storage
+from readmit.data import validation
+from readmit.model import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))

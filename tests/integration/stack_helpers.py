@@ -2,7 +2,7 @@
 Prometheus' HTTP API, Debian's headless Chromium driven by Playwright, and screenshot checks.
 
 The bento is built and served with the same code as tests/service (`service_helpers.small_model`,
-`readmit.deploy.build_bento` / `start_server`), once per test process: `shared_bento` counts its
+`readmit.ops.deploy.build_bento` / `start_server`), once per test process: `shared_bento` counts its
 users, so two test modules' session fixtures share one server, stopped by the last of them.
 """
 
@@ -74,7 +74,8 @@ def service_helpers() -> ModuleType:
 
 def register_small_model(full_frame: pd.DataFrame) -> str:
     """The small test model (3,000 real encounters) saved as a candidate; its tag."""
-    from readmit import data, registry
+    from readmit import data
+    from readmit.model import registry
     from readmit.schema import INPUT_COLUMNS
 
     ordered = data.in_time_order(full_frame).iloc[20_000:23_000].reset_index(drop=True)
@@ -92,7 +93,7 @@ def register_small_model(full_frame: pd.DataFrame) -> str:
 
 def _start_bento(full_frame: pd.DataFrame, run_dir: Path) -> ServedBento:
     """Register the small test model, `bentoml build` it, serve it and wait until ready."""
-    from readmit import deploy
+    from readmit.ops import deploy
     from readmit.settings import get_settings
 
     model_tag = register_small_model(full_frame)
@@ -112,7 +113,7 @@ def _start_bento(full_frame: pd.DataFrame, run_dir: Path) -> ServedBento:
 @contextmanager
 def shared_bento(full_frame: pd.DataFrame, run_dir: Path) -> Iterator[ServedBento]:
     """The process-wide test bento: started by its first user, stopped after its last."""
-    from readmit import deploy
+    from readmit.ops import deploy
 
     if _SHARED["served"] is None:
         _SHARED["served"] = _start_bento(full_frame, run_dir)

@@ -17,7 +17,11 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from readmit import audit, data, drift, inbox, registry
+from readmit import data
+from readmit.data import inbox
+from readmit.model import registry
+from readmit.monitoring import drift
+from readmit.ops import audit
 from readmit.settings import get_settings
 
 pytestmark = pytest.mark.integration

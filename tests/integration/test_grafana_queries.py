@@ -197,7 +197,8 @@ def metrics_stack(
 
 def push_sample_monitoring_run(pushgateway: str, model_tag: str) -> None:
     """What the monitoring flow pushes after a run that found major drift, via its own code."""
-    from readmit import drift, monitoring
+    from readmit import monitoring
+    from readmit.monitoring import drift
 
     policy = drift.SeverityPolicy()
     common = {"kind": "numeric", "n_reference": 5000, "n_batch": 2000, "driver": "psi",

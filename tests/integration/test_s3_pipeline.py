@@ -10,7 +10,9 @@ import uuid
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from readmit import data, registry, storage, validation
+from readmit import data, storage
+from readmit.data import validation
+from readmit.model import registry
 from readmit.settings import get_settings
 
 pytestmark = pytest.mark.integration

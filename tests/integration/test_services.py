@@ -190,7 +190,7 @@ def free_port_pair() -> int:
 def test_up_deploys_the_production_bento_and_down_stops_it(
     run_dir: Path, fresh_settings: Any, full_frame: Any
 ) -> None:
-    from readmit import registry
+    from readmit.model import registry
 
     # Nothing to serve yet: `up` says so and still succeeds.
     bento_port = free_port_pair()

@@ -1,7 +1,7 @@
 """Real HTTP tests of the bento: a small model is registered, `bentoml build` packs it, and
 `bentoml serve` of the built bento runs on a free loopback port for the whole session.
 
-Every server gets its own BENTOML_HOME (`readmit.deploy.start_server`): one `bentoml serve` per
+Every server gets its own BENTOML_HOME (`readmit.ops.deploy.start_server`): one `bentoml serve` per
 home. The no-model server runs the same bento on an empty home.
 """
 
@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 from service_helpers import READY_TIMEOUT_S, Served, small_model
 
-from readmit import data, deploy, evaluate, registry
+from readmit import data
+from readmit.model import evaluate, registry
+from readmit.ops import deploy
 from readmit.schema import INPUT_COLUMNS
 from readmit.settings import get_settings
 

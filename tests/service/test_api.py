@@ -13,7 +13,10 @@ import pandas as pd
 import pytest
 from service_helpers import READY_TIMEOUT_S, Served, encounter_json
 
-from readmit import cli, data, deploy, registry
+import readmit_cli as cli
+from readmit import data
+from readmit.model import registry
+from readmit.ops import deploy
 from readmit.serving import MONITOR_NAME, example_encounter
 from readmit.settings import get_settings
 
@@ -268,7 +271,7 @@ def test_no_model_service_starts_but_is_not_ready(run_root: Path) -> None:
     """A bento without a packed model, an empty BENTOML_HOME and an artifact store without a
     published production model (else the service would import it): live, /readyz 503 with the
     reason, the API 503 with the same reason. (A bento whose packed model is missing is refused
-    by `bentoml serve` itself; `readmit.deploy` then keeps the old server.)"""
+    by `bentoml serve` itself; `readmit.ops.deploy` then keeps the old server.)"""
     settings = get_settings()
     bare_bento = deploy.build_bento(None, settings)
     empty = settings.model_copy(update={"bentoml_home": str(run_root / "empty-store")})

@@ -11,7 +11,8 @@ import pytest
 import yaml
 from service_helpers import READY_TIMEOUT_S, Served
 
-from readmit import deploy, registry
+from readmit.model import registry
+from readmit.ops import deploy
 from readmit.serving import example_encounter
 
 

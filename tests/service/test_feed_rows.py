@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from service_helpers import Served
 
-from readmit import data, evaluate, features, registry
+from readmit import data, features
+from readmit.model import evaluate, registry
 from readmit.schema import DIED_OR_HOSPICE_IDS, ID_COLUMNS, INPUT_COLUMNS
 from readmit.serving import OUTCOME_PROBLEM
 
@@ -128,7 +129,7 @@ def test_registered_metrics_are_what_the_service_answers(
 def test_readmit_score_takes_feed_files_and_refuses_outcomes(
     served: Served, feed: pd.DataFrame, tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from readmit import cli
+    import readmit_cli as cli
 
     raw, labelled = tmp_path / "feed.csv", tmp_path / "labelled.csv"
     raw.write_bytes(data.to_csv_bytes(feed.drop(columns=["readmitted"])))

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from readmit import data, storage, validation
+from readmit import data, storage
+from readmit.data import validation
 
 
 @pytest.fixture(scope="module")

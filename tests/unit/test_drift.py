@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from readmit import drift, profiling
-from readmit.report import render_drift_report_html
+from readmit.monitoring import drift, profiling
+from readmit.reports.report import render_drift_report_html
 from readmit.schema import (
     ADMISSION_TYPE_IDS,
     AGE_BANDS,

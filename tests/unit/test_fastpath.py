@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from readmit import data, fastpath, train
+from readmit import data
+from readmit.model import train
 from readmit.schema import INPUT_COLUMNS
+from readmit.serving import fastpath
 
 
 def records_of(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from readmit.gates import GatePolicy, challenger_gate
+from readmit.model.gates import GatePolicy, challenger_gate
 
 POLICY = GatePolicy(
     min_improvement=0.005,
@@ -59,7 +59,7 @@ def test_first_model_needs_only_floor_and_calibration():
 
 
 def _evaluation_with_subgroup(overall: float, sub_auc: float, n: int, positives: int):
-    from readmit.evaluate import Evaluation
+    from readmit.model.evaluate import Evaluation
 
     metrics = {"roc_auc": overall}
     rows = [
@@ -75,7 +75,7 @@ def _evaluation_with_subgroup(overall: float, sub_auc: float, n: int, positives:
 
 
 def test_absolute_gate_ignores_noise_of_small_subgroups_but_not_real_gaps():
-    from readmit.evaluate import check_absolute_gates
+    from readmit.model.evaluate import check_absolute_gates
 
     noisy = _evaluation_with_subgroup(0.675, 0.539, n=286, positives=30)
     assert check_absolute_gates(noisy, 0.62, 0.08, 200).passed

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from readmit import data, inbox
+from readmit import data
+from readmit.data import inbox
 
 
 def test_batch_round_trip_with_late_labels(tmp_path, sample_frame):

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from readmit import data, scoring
+from readmit import data
 from readmit.features import (
     EncounterFeatures,
     FeatureEncoder,
@@ -15,6 +15,7 @@ from readmit.features import (
     PatientHistory,
     make_label,
 )
+from readmit.serving import scoring
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from readmit.cli import format_loop_summary
+from readmit_cli import format_loop_summary
 
 
 def trained() -> dict[str, Any]:

@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 from whylogs.api import usage_stats
 
-from readmit import profiling, storage
+from readmit import storage
 from readmit.data import coerce_types
+from readmit.monitoring import profiling
 
 
 def _frame() -> pd.DataFrame:

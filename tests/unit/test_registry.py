@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from readmit import registry
+from readmit.model import registry
 
 
 def _model(seed: int) -> LogisticRegression:

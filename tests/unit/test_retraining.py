@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from readmit import data, retraining
+from readmit import data
+from readmit.model import retraining
 
 
 def test_holdout_is_recent_unseen_patients_and_kept_out_of_training(full_frame):

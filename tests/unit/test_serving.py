@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from readmit import scoring, serving
+from readmit import serving
 from readmit.data import parse_encounters, to_csv_bytes
 from readmit.schema import INPUT_COLUMNS
+from readmit.serving import scoring
 
 
 def test_example_encounter_is_valid_and_complete() -> None:

@@ -15,7 +15,7 @@ import pytest
 from bentoml._internal.monitoring import api as monitor_api
 from bentoml._internal.server.http import traffic
 
-from readmit import prediction_log, serving_runtime
+from readmit.serving import prediction_log, runtime
 
 
 def _run_request(middleware: Any) -> tuple[list[dict[str, Any]], int]:
@@ -49,38 +49,36 @@ async def _slow_app(scope: Any, receive: Any, send: Any) -> None:
 
 def test_upstream_timeout_middleware_leaks_its_timer() -> None:
     """Why the fix exists: BentoML's own middleware leaves a 60 s timer per request."""
-    upstream = serving_runtime.UpstreamTimeoutMiddleware
+    upstream = runtime.UpstreamTimeoutMiddleware
     sent, pending = _run_request(upstream(_fast_app, timeout=60))
     assert sent[0]["status"] == 200
     assert pending == 1
 
 
 def test_cancelling_timeout_middleware_releases_the_timer() -> None:
-    sent, pending = _run_request(serving_runtime.CancellingTimeoutMiddleware(_fast_app, timeout=60))
+    sent, pending = _run_request(runtime.CancellingTimeoutMiddleware(_fast_app, timeout=60))
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
     assert sent[0]["status"] == 200 and pending == 0
 
 
 def test_cancelling_timeout_middleware_still_times_out() -> None:
-    sent, pending = _run_request(
-        serving_runtime.CancellingTimeoutMiddleware(_slow_app, timeout=0.05)
-    )
+    sent, pending = _run_request(runtime.CancellingTimeoutMiddleware(_slow_app, timeout=0.05))
     assert sent[0]["status"] == 504
     assert b"0.05 seconds" in sent[1]["body"] and pending == 0
 
 
 def test_install_timeout_fix_is_what_bentoml_builds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(traffic, "TimeoutMiddleware", traffic.TimeoutMiddleware)
-    serving_runtime.install_timeout_fix()
+    runtime.install_timeout_fix()
     from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
-    assert TimeoutMiddleware is serving_runtime.CancellingTimeoutMiddleware
-    assert issubclass(TimeoutMiddleware, serving_runtime.UpstreamTimeoutMiddleware)
+    assert TimeoutMiddleware is runtime.CancellingTimeoutMiddleware
+    assert issubclass(TimeoutMiddleware, runtime.UpstreamTimeoutMiddleware)
 
 
 def test_settle_heap_freezes_surviving_objects() -> None:
     try:
-        frozen = serving_runtime.settle_heap()
+        frozen = runtime.settle_heap()
         assert frozen == gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()

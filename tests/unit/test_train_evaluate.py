@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from readmit import data, evaluate, train
-from readmit.evaluate import (
+from readmit import data
+from readmit.model import evaluate, train
+from readmit.model.evaluate import (
     Evaluation,
     calibration_table,
     check_absolute_gates,

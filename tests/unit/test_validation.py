@@ -9,7 +9,8 @@ import re
 import pandas as pd
 import pytest
 
-from readmit import data, validation
+from readmit import data
+from readmit.data import validation
 from readmit.schema import COLUMNS, LABEL_COLUMN, MEDICATIONS, RAW_COLUMNS, Kind
 
 
@@ -60,7 +61,7 @@ def test_committed_suite_json_matches_the_builder():
         name = validation.suite_name(require_label)
         committed = json.loads((validation.SUITE_DIR / f"{name}_suite.json").read_text())
         assert committed == json.loads(json.dumps(validation.suite_json(require_label))), (
-            "validations/ is stale: run readmit.validation.write_suite_json()"
+            "validations/ is stale: run readmit.data.validation.write_suite_json()"
         )
 
 

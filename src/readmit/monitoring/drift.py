@@ -2,7 +2,7 @@
 
 Scoring works on whylogs profiles on both sides, so the training flow's reference profile is the
 whole reference, batches can be scored from their stored profiles, and rolling windows are just
-merged profiles. Profiles built by `readmit.profiling` keep exact category counts (frequent items
+merged profiles. Profiles built by `readmit.monitoring.profiling` keep exact category counts (frequent items
 with room for every value) and KLL quantile sketches for numbers.
 
 Per feature, effect sizes only: PSI over categories (rare reference categories pooled into
@@ -44,7 +44,8 @@ import pandas as pd
 import whylogs_sketching as ds
 from sklearn.metrics import roc_auc_score
 
-from readmit import profiling, storage
+from readmit import storage
+from readmit.monitoring import profiling
 from readmit.schema import AGE_BANDS, COLUMN_BY_NAME, LABEL_COLUMN, READMITTED_VALUES, Column, Kind
 
 # ----------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from readmit import registry
+from readmit.model import registry
 from readmit.settings import PROJECT_ROOT, Settings, get_settings
 
 BENTOFILE = PROJECT_ROOT / "bentos" / "readmission" / "bentofile.yaml"
@@ -465,10 +465,10 @@ def status(run_dir: Path | None = None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m readmit.deploy status|stop`: inspect or stop the locally deployed service."""
+    """`python -m readmit.ops.deploy status|stop`: inspect or stop the locally deployed service."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m readmit.deploy", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m readmit.ops.deploy", description=main.__doc__)
     parser.add_argument("command", choices=["status", "stop"])
     parser.add_argument("--run-dir", type=Path, default=None)
     args = parser.parse_args(argv)

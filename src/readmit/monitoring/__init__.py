@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from readmit import drift, profiling, storage
+from readmit import storage
+from readmit.monitoring import drift, profiling
 from readmit.data import in_cohort
 from readmit.features import make_label
 from readmit.schema import OUTCOME_COLUMNS
-from readmit.scoring import served_probabilities
+from readmit.serving.scoring import served_probabilities
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from readmit.drift import DriftReport, FeatureDrift, PerformanceResult, Severity
+from readmit.monitoring.drift import DriftReport, FeatureDrift, PerformanceResult, Severity
 
 _COLOURS = {
     Severity.NONE: "#15803d",

@@ -28,9 +28,10 @@ import pandas as pd
 
 from readmit import data, storage
 from readmit.schema import COLUMNS, LABEL_COLUMN, RAW_COLUMNS, Column, Kind
+from readmit.settings import PROJECT_ROOT
 
 SUITE_NAME = "encounters"
-SUITE_DIR = Path(__file__).resolve().parents[2] / "validations"
+SUITE_DIR = PROJECT_ROOT / "validations"
 MAX_LISTED_FAILURES = 10
 MAX_LISTED_VALUES = 5
 _RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
@@ -163,7 +164,9 @@ def suite_json(require_label: bool = True) -> dict[str, Any]:
         expectations.append({"type": config["type"], "kwargs": config["kwargs"]})
     return {
         "name": suite_name(require_label),
-        "generated_from": "readmit.schema.COLUMNS; regenerate: readmit.validation.write_suite_json",
+        "generated_from": (
+            "readmit.schema.COLUMNS; regenerate: readmit.data.validation.write_suite_json"
+        ),
         "expectations": expectations,
     }
 
@@ -449,7 +452,7 @@ def render_report_html(result: ValidationResult, title: str) -> str:
         f"<h2>Failures</h2>{failures}"
         "<h2>All checked expectations</h2>"
         f"<table><tr><th>Expectation</th><th>Column</th><th>Result</th></tr>{check_rows}</table>"
-        f'<p class="muted">Generated {generated} by readmit.validation '
+        f'<p class="muted">Generated {generated} by readmit.data.validation '
         "(Great Expectations suite built from readmit.schema).</p></body></html>"
     )
 

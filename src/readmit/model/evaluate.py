@@ -20,7 +20,7 @@ from sklearn.metrics import (
 
 from readmit.features import MISSING, make_label
 from readmit.schema import OUTCOME_COLUMNS
-from readmit.scoring import served_probabilities
+from readmit.serving.scoring import served_probabilities
 
 SUBGROUP_ATTRIBUTES = ("race", "gender", "age")
 SMALL_GROUP = 200
@@ -32,7 +32,7 @@ ThresholdRule = Literal["model", "max_f1_holdout"]
 def max_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
     """Probability threshold that maximises F1 (flag at or above it).
 
-    Used on patient-grouped out-of-fold TRAINING predictions (see `readmit.train`), so the
+    Used on patient-grouped out-of-fold TRAINING predictions (see `readmit.model.train`), so the
     holdout never influences the operating point. F1 balances missed readmissions against
     false alarms without assuming a cost ratio nobody has given us.
     """

@@ -7,7 +7,9 @@ from typing import Any
 
 import pandas as pd
 
-from readmit import data, drift, scoring
+from readmit import data
+from readmit.monitoring import drift
+from readmit.serving import scoring
 from readmit.schema import OUTCOME_COLUMNS
 
 

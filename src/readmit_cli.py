@@ -20,7 +20,7 @@ def _flows() -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run the training flow and print where everything is."""
-    from readmit.validation import ValidationFailed
+    from readmit.data.validation import ValidationFailed
 
     try:
         out = _flows().training.training_flow(
@@ -61,7 +61,7 @@ def format_training_summary(out: dict[str, Any]) -> str:
 
 def cmd_models_list(args: argparse.Namespace) -> int:
     """Print every stored model with its stage."""
-    from readmit import registry
+    from readmit.model import registry
 
     rows = registry.list_models()
     if not rows:
@@ -76,7 +76,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 def cmd_models_show(args: argparse.Namespace) -> int:
     """Print a model's lineage metadata as JSON."""
-    from readmit import registry
+    from readmit.model import registry
 
     tag = args.tag or registry.production_tag()
     if tag is None:
@@ -88,7 +88,7 @@ def cmd_models_show(args: argparse.Namespace) -> int:
 
 def cmd_models_promote(args: argparse.Namespace) -> int:
     """Promote a model to production (atomic)."""
-    from readmit import registry
+    from readmit.model import registry
 
     record = registry.promote(args.tag, reason=args.reason)
     registry.publish_to_store(record["tag"])
@@ -98,7 +98,8 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
 
 def cmd_models_rollback(args: argparse.Namespace) -> int:
     """Restore the previous production model (atomic), audit it, redeploy a running service."""
-    from readmit import audit, deploy, registry
+    from readmit.model import registry
+    from readmit.ops import audit, deploy
 
     record = registry.rollback(reason=args.reason)
     registry.publish_to_store(record["tag"])
@@ -168,7 +169,10 @@ def format_loop_summary(out: dict[str, Any]) -> str:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Validate a CSV of encounters and write probabilities with the production model."""
-    from readmit import data, features, lineage, registry, scoring, storage, validation
+    from readmit import data, features, storage
+    from readmit.data import validation
+    from readmit.model import lineage, registry
+    from readmit.serving import scoring
 
     settings = get_settings()
     file = data.read_raw(args.input)
@@ -235,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `readmit` console script."""
-    from readmit.registry import NoModelError, RegistryError
+    from readmit.model.registry import NoModelError, RegistryError
 
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.func

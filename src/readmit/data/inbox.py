@@ -5,7 +5,7 @@ Layout (below the artifact store root):
     batches/<batch_id>.csv     encounters the monitoring flow has processed
     labels/<batch_id>.csv      outcomes, arriving one delay after their batch (encounter_id,
                                readmitted): internal data, never published as an artifact
-    quarantine/...             batches that failed validation (see readmit.validation)
+    quarantine/...             batches that failed validation (see readmit.data.validation)
 """
 
 from __future__ import annotations

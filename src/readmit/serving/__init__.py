@@ -26,7 +26,7 @@ from readmit.schema import (
     Kind,
     encounter_model,
 )
-from readmit.scoring import risk_labels
+from readmit.serving.scoring import risk_labels
 from readmit.settings import PROJECT_ROOT, Settings
 
 MONITOR_NAME = "readmission_predictions"

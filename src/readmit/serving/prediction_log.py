@@ -12,7 +12,8 @@ What can be lost: only rows not yet written when the process is killed hard (SIG
 normal stop writes them: the service's shutdown hook calls `close_all` (BentoML's workers do not
 run `atexit` handlers on SIGTERM, so the hook is the one place that does it).
 
-Selected in the service with `monitoring={"type": "readmit.prediction_log.BufferedMonitor"}`.
+Selected in the service with
+`monitoring={"type": "readmit.serving.prediction_log.BufferedMonitor"}`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from bentoml._internal.context import trace_context
 from bentoml._internal.monitoring.base import MON_DATAS_VAR
 from bentoml._internal.monitoring.default import DefaultMonitor
 
-logger = logging.getLogger("readmit.prediction_log")
+logger = logging.getLogger("readmit.serving.prediction_log")
 
 DEFAULT_FLUSH_SECONDS = 1.0
 DEFAULT_MAX_PENDING_ROWS = 20_000

@@ -21,7 +21,7 @@ from readmit.features import reject_outcomes
 from readmit.schema import ID_COLUMNS, INPUT_COLUMNS
 
 if TYPE_CHECKING:
-    from readmit.registry import LoadedModel
+    from readmit.model.registry import LoadedModel
 
 OUTPUT_COLUMNS = ("probability", "risk", "model_tag")
 
@@ -87,9 +87,9 @@ def single_threaded(model: Any) -> Any:
 
 
 def make_scorer(model: Any) -> Scorer:
-    """The fastest scorer with batch-pipeline parity: `readmit.fastpath` when it compiles this
-    model, else the batch pipeline on a frame (exact, slower)."""
-    from readmit import fastpath
+    """The fastest scorer with batch-pipeline parity: `readmit.serving.fastpath` when it
+    compiles this model, else the batch pipeline on a frame (exact, slower)."""
+    from readmit.serving import fastpath
 
     try:
         return fastpath.compile_scorer(model)

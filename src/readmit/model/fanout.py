@@ -33,7 +33,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from readmit.train import (
+from readmit.model.train import (
     REFIT_SHRINKAGE,
     FoldArrays,
     FoldData,

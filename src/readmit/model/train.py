@@ -16,7 +16,7 @@ Why it is shaped like this (2 cores, a ~90 s search budget on ~80k rows):
   scaled by the data-size ratio; its operating threshold is chosen on the out-of-fold
   predictions (never on the holdout) and stored on the fitted model.
 * `train_models` is three phases, `prepare_training` -> search -> `finish_training`, so that a
-  flow can run the search elsewhere: `readmit.fanout` evaluates the same candidates on a Dask
+  flow can run the search elsewhere: `readmit.model.fanout` evaluates the same candidates on a Dask
   cluster from picklable per-fold arrays (`FoldArrays`), the sequential search stays the default.
 """
 
@@ -41,8 +41,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from readmit.evaluate import max_f1_threshold
 from readmit.features import EncounterFeatures, FeatureEncoder, PatientHistory, make_label
+from readmit.model.evaluate import max_f1_threshold
 
 LabelDefinition = Literal["<30", "any"]
 FoldT = TypeVar("FoldT")
@@ -78,7 +78,8 @@ class ReadmissionModel(Pipeline):
 
     A scikit-learn `Pipeline` (history -> encounter features -> encoder -> classifier) plus what
     training learned about using it: `threshold_` (operating threshold, `threshold_rule_`) and
-    `label_definition_`. Batch scoring, evaluation, the service and `readmit.fastpath` all use it.
+    `label_definition_`. Batch scoring, evaluation, the service and `readmit.serving.fastpath` all
+    use it.
     """
 
 
@@ -280,7 +281,7 @@ def prepare_folds(
 
     `keep` turns each fold's arrays into what the search needs: `fold_matrices` in-process (the
     arrays are dropped fold by fold, only the compact quantised matrices stay in memory), or the
-    arrays themselves for shipping to other processes (`readmit.fanout`).
+    arrays themselves for shipping to other processes (`readmit.model.fanout`).
     """
     out, oof, fold_auc = [], np.full(len(y), np.nan), []
     for train_idx, valid_idx in folds:
@@ -589,7 +590,7 @@ def train_models(
 ) -> TrainingResult:
     """Fit the feature pipeline, tune XGBoost on patient-grouped CV, fit the LR baseline.
 
-    The sequential, in-process path; `readmit.fanout` runs the same search on a Dask cluster.
+    The sequential, in-process path; `readmit.model.fanout` runs the same search on a Dask cluster.
 
     Args:
         train_frame: Raw encounters (schema dtypes) with `patient_nbr`, `encounter_id` and

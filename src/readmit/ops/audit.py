@@ -6,7 +6,7 @@ import json
 from typing import Any, Literal
 
 from readmit import storage
-from readmit.lineage import utc_now
+from readmit.model.lineage import utc_now
 
 Decision = Literal[
     "drift_detected",

@@ -1,0 +1,1 @@
+"""Operations: deploying the service (blue/green, processes) and the audit log."""

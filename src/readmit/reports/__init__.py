@@ -1,0 +1,1 @@
+"""Self-contained reports (no CDN assets): charts and HTML pages people read offline."""
