@@ -37,8 +37,12 @@ lock: ## Re-resolve requirements.lock from pyproject.toml
 run: install ## The main job on embedded defaults: train, serve, replay with drift, retrain, promote
 	$(BIN)/readmit run
 
+.PHONY: system
+system: ## Debian packages the tests and the stack need (idempotent; fast when all are present)
+	@bash deployments/local/install.sh
+
 .PHONY: test
-test: install ## Run the whole test suite
+test: install system ## Run the whole test suite (installs what it needs first)
 	$(BIN)/pytest -q
 
 .PHONY: lint

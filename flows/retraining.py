@@ -5,17 +5,18 @@ redeployed. Triggered by `readmit.drift.detected` (see prefect.yaml) or run by h
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.training import assess, fit, write_reference
+from flows.tasks import assess, fit, write_reference
 from readmit import data
 from readmit.data import inbox
-from readmit.model import evaluate, gates, lineage, registry, retraining
+from readmit.model import evaluate, gates, lifecycle, lineage, registry, retraining
 from readmit.ops import audit
+from readmit.schema import LabelDefinition
 from readmit.settings import get_settings
 
 
@@ -50,14 +51,88 @@ def gather(champion: registry.LoadedModel | None, recent_batches: int) -> retrai
 
 
 @task(cache_policy=NO_CACHE)
-def decide(champion_eval: Any, challenger_eval: Any) -> gates.GateResult:
-    """The challenger gate, with the floor taken from settings."""
-    settings = get_settings()
-    policy = gates.GatePolicy(
-        champion_floor=settings.min_roc_auc, subgroup_min_size=settings.subgroup_min_size
+def load_champion() -> registry.LoadedModel | None:
+    """The production model (None: nothing in production yet)."""
+    try:
+        return registry.load_model()
+    except registry.NoModelError:
+        return None
+
+
+@task(cache_policy=NO_CACHE)
+def assess_champion(
+    champion: registry.LoadedModel | None, holdout: Any, label: LabelDefinition
+) -> evaluate.Evaluation | None:
+    """The champion on the challenger's holdout, at its own threshold (served path)."""
+    if champion is None:
+        return None
+    threshold = float(champion.metadata["threshold"])
+    return evaluate.evaluate_model(champion.model, holdout, label=label, threshold=threshold)
+
+
+@task(cache_policy=NO_CACHE)
+def register_challenger(
+    result: Any,
+    evaluations: dict[str, Any],
+    decision: gates.GateResult,
+    assembled: retraining.RetrainingData,
+    context: dict[str, Any],
+) -> str:
+    """Save the challenger with its lineage: only what this run did and read."""
+    summary = {
+        "data": {
+            "uri": "cumulative",
+            "sha256": None,
+            **lineage.summarize_encounters(assembled.train),
+            "labelled_batches": assembled.n_labelled_batches,
+            "holdout_rows": len(assembled.holdout),
+        },
+        "validation": retraining.INPUT_VALIDATION,
+        "label_definition": context["label"],
+    }
+    metadata = lineage.model_metadata(
+        summary=summary,
+        result=result,
+        evaluations=evaluations,
+        profile_uri=context["profile_uri"],
+        timings={},
+        window="cumulative",
     )
-    champion = champion_eval.to_dict() if champion_eval is not None else None
-    return gates.challenger_gate(champion, challenger_eval.to_dict(), policy)
+    metadata |= {
+        "gate": decision.to_dict(),
+        "champion": context["champion"],
+        "retraining_reason": context["reason"],
+    }
+    return registry.save_model(result.model, metadata, version=context["version"])
+
+
+@task(cache_policy=NO_CACHE)
+def settle(tag: str, decision: gates.GateResult, champion: str | None) -> lifecycle.Outcome:
+    """Promote or archive the challenger, with its audit line (`lifecycle`)."""
+    settings = get_settings()
+    outcome = lifecycle.decide_challenger(decision)
+    lifecycle.apply(tag, outcome, decision, champion=champion, artifacts_uri=settings.artifacts_uri)
+    level = "info" if outcome.stage == "production" else "warning"
+    getattr(get_run_logger(), level)("%s %s: %s", outcome.audit, tag, outcome.reason)
+    registry.publish_to_store(tag)
+    return outcome
+
+
+def publish_decision(tag: str, champion: str | None, decision: gates.GateResult) -> None:
+    """Prefect artifacts: challenger against champion, and the latest lifecycle decisions."""
+    create_table_artifact(
+        key="challenger-vs-champion",
+        table=[
+            {"model": f"champion {champion}", "roc_auc": decision.champion_auc},
+            {"model": f"challenger {tag}", "roc_auc": decision.challenger_auc},
+        ],
+        description="Same recent, patient-disjoint holdout, scored as served",
+    )
+    create_markdown_artifact(
+        key="audit-log",
+        markdown=audit.as_markdown(audit.read(get_settings().artifacts_uri, last=20)),
+        description="Latest lifecycle decisions",
+    )
 
 
 def redeploy(tag: str) -> dict[str, Any] | None:
@@ -79,7 +154,7 @@ def redeploy(tag: str) -> dict[str, Any] | None:
 def retraining_flow(
     reason: str = "manual",
     drift_event_id: str | None = None,
-    label: Literal["<30", "any"] = "<30",
+    label: LabelDefinition = "<30",
     search_budget_s: float = 60.0,
     recent_batches: int = 2,
     redeploy_service: bool = True,
@@ -94,99 +169,35 @@ def retraining_flow(
         recent_batches: How many of the latest labelled batches the holdout is drawn from.
         redeploy_service: Redeploy the service after a promotion.
     """
-    settings, logger = get_settings(), get_run_logger()
+    settings = get_settings()
     audit.append(
         settings.artifacts_uri, "retrain_started", reason=reason, drift_event_id=drift_event_id
     )
-    try:
-        champion = registry.load_model()
-    except registry.NoModelError:
-        champion = None
+    champion = load_champion()
+    champion_tag = champion.tag if champion else None
     assembled = gather(champion, recent_batches)
     result = fit(assembled.train, label, settings.seed, search_budget_s)
-    challenger_eval = assess(result, assembled.holdout, label)["model"]
-    champion_eval = (
-        evaluate.evaluate_model(
-            champion.model, assembled.holdout, label=label, threshold=champion.metadata["threshold"]
-        )
-        if champion
-        else None
-    )
-    decision = decide(champion_eval, challenger_eval)
+    evaluations = assess(result, assembled.holdout, label)
+    champion_eval = assess_champion(champion, assembled.holdout, label)
+    policy = gates.GatePolicy.from_settings(settings)
+    decision = gates.gate(evaluations["model"], champion_eval, policy)
     version = registry.new_version()
     profile_uri, _ = write_reference(
         assembled.train_feed, assembled.holdout_feed, result.model, label, version
     )
-    summary = {
-        "data": {
-            "uri": "cumulative",
-            "sha256": None,
-            **lineage.summarize_encounters(assembled.train),
-            "labelled_batches": assembled.n_labelled_batches,
-            "holdout_rows": len(assembled.holdout),
-        },
-        "validation": {"success": True, "n_rows": len(assembled.train), "n_expectations": 0},
-        "label_definition": label,
+    context = {
+        "label": label,
+        "profile_uri": profile_uri,
+        "champion": champion_tag,
+        "reason": reason,
+        "version": version,
     }
-    metadata = lineage.model_metadata(
-        summary=summary,
-        result=result,
-        evaluations={"model": challenger_eval, "baseline": challenger_eval},
-        profile_uri=profile_uri,
-        timings={},
-        window="cumulative",
-    )
-    metadata |= {
-        "gate": decision.to_dict(),
-        "champion": champion.tag if champion else None,
-        "retraining_reason": reason,
-    }
-    tag = registry.save_model(result.model, metadata, version=version)
-    out: dict[str, Any] = {
-        "challenger": tag,
-        "champion": champion.tag if champion else None,
-        **decision.to_dict(),
-    }
-    create_table_artifact(
-        key="challenger-vs-champion",
-        table=[
-            {"model": f"champion {out['champion']}", "roc_auc": decision.champion_auc},
-            {"model": f"challenger {tag}", "roc_auc": decision.challenger_auc},
-        ],
-        description="Same recent, patient-disjoint holdout",
-    )
-    if decision.promote:
-        registry.promote(tag, reason="; ".join(decision.reasons))
-        audit.append(
-            settings.artifacts_uri,
-            "promoted",
-            tag=tag,
-            previous=out["champion"],
-            reasons=decision.reasons,
-            challenger_auc=decision.challenger_auc,
-            champion_auc=decision.champion_auc,
-        )
-        logger.info("promoted %s: %s", tag, "; ".join(decision.reasons))
-        if redeploy_service:
-            out["deployment"] = redeploy(tag)
-    else:
-        registry.set_stage(tag, "archived", reason="; ".join(decision.reasons))
-        audit.append(
-            settings.artifacts_uri,
-            "rejected",
-            tag=tag,
-            champion=out["champion"],
-            reasons=decision.reasons,
-            challenger_auc=decision.challenger_auc,
-            champion_auc=decision.champion_auc,
-        )
-        logger.warning("rejected %s: %s", tag, "; ".join(decision.reasons))
-    registry.publish_to_store(tag)
-    create_markdown_artifact(
-        key="audit-log",
-        markdown=audit.as_markdown(audit.read(settings.artifacts_uri, last=20)),
-        description="Latest lifecycle decisions",
-    )
+    tag = register_challenger(result, evaluations, decision, assembled, context)
+    outcome = settle(tag, decision, champion_tag)
+    publish_decision(tag, champion_tag, decision)
+    out: dict[str, Any] = {"challenger": tag, "champion": champion_tag, **decision.to_dict()}
+    if outcome.stage == "production" and redeploy_service:
+        out["deployment"] = redeploy(tag)
     return out
 
 

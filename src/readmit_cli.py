@@ -42,13 +42,13 @@ def _metric_line(m: dict[str, float]) -> str:
 
 def format_training_summary(out: dict[str, Any]) -> str:
     """Human summary of a training run: tag, holdout metrics, where the artifacts are."""
-    gates = out["gates"]
-    verdict = "passed" if gates["passed"] else "FAILED: " + "; ".join(gates["reasons"])
+    gate = out["gate"]
+    verdict = "passed" if gate["promote"] else "FAILED: " + "; ".join(gate["reasons"])
     lines = [
         f"model        {out['tag']} ({out['stage']})",
         f"holdout      {_metric_line(out['metrics'])}  threshold {out['threshold']:.3f}",
         f"baseline LR  {_metric_line(out['baseline_metrics'])}",
-        f"gates        {verdict}",
+        f"gate         {verdict}",
         f"model store  {out['bentoml_home']}",
         f"artifacts    {out['artifacts_uri']}",
         f"reports      {out['report_dir']}  (evaluation.json, calibration.svg)",
@@ -163,6 +163,7 @@ def format_loop_summary(out: dict[str, Any]) -> str:
             f"serving now  {service['model_tag']} at {service['url']} "
             f"(bento {service['bento_tag']})",
             f"try it       {service['curl']}",
+            "stop it      make down   (stops the service; `make status` shows what runs)",
         ]
     return "\n".join(lines)
 

@@ -9,7 +9,8 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES=(prometheus prometheus-pushgateway postgresql chromium chromium-driver wrk)
+# READMIT_SYSTEM_PACKAGES replaces the list (the tests use it to check the no-root message).
+read -r -a PACKAGES <<< "${READMIT_SYSTEM_PACKAGES:-prometheus prometheus-pushgateway postgresql chromium chromium-driver wrk}"
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -25,7 +26,13 @@ fi
 
 SUDO=()
 if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || { echo "install.sh: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  if ! command -v sudo >/dev/null || ! sudo -n true 2>/dev/null; then
+    echo "install.sh: these Debian packages are missing: ${missing[*]}" >&2
+    echo "install.sh: installing them needs root or passwordless sudo. Run once:" >&2
+    echo "    sudo bash deployments/local/install.sh" >&2
+    echo "then run the make target again." >&2
+    exit 1
+  fi
   SUDO=(sudo -n DEBIAN_FRONTEND=noninteractive)
 fi
 

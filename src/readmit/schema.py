@@ -145,6 +145,8 @@ COLUMN_BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 RAW_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 ID_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.kind is Kind.ID)
 LABEL_COLUMN = "readmitted"
+LabelDefinition = Literal["<30", "any"]
+"""What a model predicts from `readmitted`: readmission within 30 days, or any readmission."""
 OUTCOME_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.kind is Kind.LABEL)
 """Columns that are only known 30+ days after discharge: never in a scoring input."""
 INPUT_COLUMNS: tuple[str, ...] = tuple(

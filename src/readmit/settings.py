@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 """Repository root when running from a checkout (src layout)."""
-
-LabelDefinition = Literal["<30", "any"]
 
 
 class Settings(BaseSettings):
@@ -45,7 +42,6 @@ class Settings(BaseSettings):
     model_tag: str | None = Field(
         default=None, description="Serve this tag instead of the model labelled production."
     )
-    label: LabelDefinition = "<30"
     history_salt: str = Field(
         default="readmit-local-salt",
         description="Salt for hashing patient numbers in the patient-history store. Set a "
@@ -80,6 +76,11 @@ class Settings(BaseSettings):
     )
     # Serving
     service_port: int = 3000
+    serving_run_dir: str = Field(
+        default=str(PROJECT_ROOT / ".run" / "serving"),
+        description="Machine-local state of the locally deployed service (which server is live, "
+        "per-server homes, logs).",
+    )
     max_batch_size: int = 1000
     max_request_bytes: int = Field(
         default=4 * 1024 * 1024, gt=0, description="Largest request body the service reads."

@@ -6,12 +6,14 @@ import json
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from readmit import data, storage
 from readmit.data import validation
 from readmit.model import registry
+from readmit.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -63,8 +65,31 @@ def test_training_flow_registers_a_model_with_lineage(harness, fresh_settings, s
     probabilities = loaded.model.predict_proba(frame.head(20))[:, 1]
     assert ((probabilities >= 0) & (probabilities <= 1)).all()
     assert out["stage"] in ("production", "candidate")
-    if out["gates"]["passed"]:
+    if out["gate"]["promote"]:
         assert registry.production_tag() == out["tag"]
+
+
+def test_a_promoted_first_model_is_served_when_asked(
+    harness, fresh_settings, small_csv, tmp_path, monkeypatch
+):
+    """The stack's `training` deployment serves the model it promoted, without a hand step."""
+    from readmit.ops import deploy
+
+    monkeypatch.setenv("READMIT_MIN_ROC_AUC", "0.5")
+    monkeypatch.setenv("READMIT_SERVICE_PORT", str(deploy.free_port()))
+    monkeypatch.setenv("READMIT_SERVING_RUN_DIR", str(tmp_path / "run"))
+    get_settings.cache_clear()
+    out = training_flow(data_uri=small_csv, search_budget_s=8, deploy_promoted=True)
+    try:
+        assert out["stage"] == "production", out["gate"]
+        served = out["deployment"]
+        assert served["model_tag"] == out["tag"]
+        with httpx.Client(base_url=served["url"], timeout=30) as client:
+            assert client.get("/readyz").status_code == 200
+            assert client.get("/model").json()["model_tag"] == out["tag"]
+    finally:
+        deploy.stop_server(out["deployment"]["pid"])
+        get_settings.cache_clear()
 
 
 def test_invalid_batch_is_quarantined_and_no_model_is_trained(

@@ -277,8 +277,20 @@ def test_ports_explicit_busy_is_an_error_default_busy_falls_back(
         assert state["ports"]["prometheus"] == chosen["prometheus"]
 
 
+def test_install_script_without_root_says_how_to_install() -> None:
+    """`make test` runs the script first: without root or sudo, a missing package stops it with
+    a message that names the packages and the command, not half-installed tests."""
+    script = str(PROJECT_ROOT / "deployments" / "local" / "install.sh")
+    env = {"PATH": "/usr/bin:/bin", "READMIT_SYSTEM_PACKAGES": "readmit-no-such-package"}
+    as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "bash", script]
+    out = subprocess.run(as_nobody, capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "readmit-no-such-package" in out.stderr
+    assert "sudo bash deployments/local/install.sh" in out.stderr
+
+
 def test_install_script_is_idempotent() -> None:
-    """CI runs it before the tests; run again, it finds everything and installs nothing."""
+    """`make test` runs it before the tests; run again, it finds everything, installs nothing."""
     script = ["bash", str(PROJECT_ROOT / "deployments" / "local" / "install.sh")]
     first = subprocess.run(script, capture_output=True, text=True, check=False, timeout=900)
     assert first.returncode == 0, first.stderr

@@ -10,7 +10,7 @@ from readmit_cli import format_loop_summary
 def trained() -> dict[str, Any]:
     metrics = {"roc_auc": 0.68, "pr_auc": 0.24, "brier": 0.1}
     return {
-        "tag": "readmission:a", "stage": "production", "gates": {"passed": True, "reasons": []},
+        "tag": "readmission:a", "stage": "production", "gate": {"promote": True, "reasons": []},
         "metrics": metrics, "baseline_metrics": metrics, "threshold": 0.14,
         "bentoml_home": "/m", "artifacts_uri": "/a", "report_dir": "/a/r",
         "validation_report": "/a/v.html", "profile_uri": "/a/p.bin", "timings_s": {},
@@ -40,9 +40,10 @@ def loop_output(final_service: dict[str, Any] | None, redeployed: bool) -> dict[
 def test_after_a_redeploy_the_curl_targets_the_new_port() -> None:
     text = format_loop_summary(loop_output(service("readmission:b", 3001), redeployed=True))
     assert "redeployed   readmission:b (replaced pid 11)" in text
-    last = text.splitlines()[-2:]
+    last = text.splitlines()[-3:]
     assert last[0].startswith("serving now  readmission:b at http://127.0.0.1:3001")
     assert last[1] == "try it       curl -s -X POST http://127.0.0.1:3001/predict"
+    assert last[2].startswith("stop it      make down")
 
 
 def test_without_a_service_there_is_no_curl() -> None:

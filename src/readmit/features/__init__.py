@@ -13,7 +13,6 @@ outcome and never another row of the input; patients are only known by a salted 
 
 from readmit.features.common import (
     MISSING,
-    LabelDefinition,
     is_missing,
     make_label,
     require_columns,
@@ -47,7 +46,6 @@ __all__ = [
     "NUMERIC_INPUTS",
     "EncounterFeatures",
     "FeatureEncoder",
-    "LabelDefinition",
     "OutcomeInInputError",
     "PatientHistory",
     "icd9_category",

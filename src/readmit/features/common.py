@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from readmit.schema import LABEL_COLUMN
+from readmit.schema import LABEL_COLUMN, LabelDefinition
 
-LabelDefinition = Literal["<30", "any"]
-"""The outcome a model predicts: readmission within 30 days, or any readmission."""
 MISSING = "missing"
 """Category of a missing categorical value ("?" in the data)."""
 

@@ -19,7 +19,7 @@ from sklearn.metrics import (
 )
 
 from readmit.features import MISSING, make_label
-from readmit.schema import OUTCOME_COLUMNS
+from readmit.schema import OUTCOME_COLUMNS, LabelDefinition
 from readmit.serving.scoring import served_probabilities
 
 SUBGROUP_ATTRIBUTES = ("race", "gender", "age")
@@ -156,7 +156,7 @@ def evaluate_model(
     model: Any,
     holdout_frame: pd.DataFrame,
     *,
-    label: Literal["<30", "any"] = "<30",
+    label: LabelDefinition = "<30",
     threshold: float | None = None,
 ) -> Evaluation:
     """Evaluate a fitted model on a (patient-disjoint) holdout of raw encounters, AS SERVED.
@@ -192,61 +192,3 @@ def evaluate_model(
     }
     subgroups = subgroup_table(holdout_frame, y, p, threshold)
     return Evaluation(label, round(float(threshold), 6), rule, metrics, calibration, subgroups)
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """Absolute gates for a first production model: pass/fail and every failing reason."""
-
-    passed: bool
-    reasons: list[str]
-    checked: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        return {"passed": self.passed, "reasons": list(self.reasons), "checked": list(self.checked)}
-
-
-def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
-    """Hanley & McNeil (1982) standard error of a ROC AUC: how noisy a subgroup's AUC is."""
-    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
-    variance = (
-        auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)
-    ) / max(positives * negatives, 1)
-    return float(np.sqrt(max(variance, 0.0)))
-
-
-def check_absolute_gates(
-    evaluation: Evaluation,
-    min_roc_auc: float,
-    max_subgroup_auc_gap: float,
-    subgroup_min_size: int,
-) -> GateDecision:
-    """A floor on holdout ROC AUC, and no (large enough) subgroup far below the overall AUC.
-
-    A subgroup fails only if it is credibly more than `max_subgroup_auc_gap` below: its gap minus
-    1.96 standard errors (Hanley-McNeil) still exceeds the limit. A small group's AUC moves by
-    0.1 from sampling noise alone, and a gate that fails on noise teaches people to ignore it.
-    Subgroups smaller than `subgroup_min_size`, or with one class only, are skipped and listed.
-    """
-    overall = evaluation.metrics["roc_auc"]
-    reasons: list[str] = []
-    checked: list[str] = []
-    if overall is None or overall < min_roc_auc:
-        reasons.append(f"holdout ROC AUC {overall} is below the floor {min_roc_auc}")
-    checked.append(f"holdout ROC AUC {overall} vs floor {min_roc_auc}")
-    for row in evaluation.subgroups:
-        name = f"{row['attribute']}={row['group']}"
-        if row["n"] < subgroup_min_size or row["roc_auc"] is None:
-            checked.append(f"{name}: skipped (n={row['n']})")
-            continue
-        gap = (overall or 0.0) - row["roc_auc"]
-        se = auc_standard_error(row["roc_auc"], row["positives"], row["n"] - row["positives"])
-        checked.append(f"{name}: ROC AUC {row['roc_auc']:.4f} (gap {gap:+.4f}, se {se:.4f})")
-        if gap - 1.96 * se > max_subgroup_auc_gap:
-            reasons.append(
-                f"subgroup {name} (n={row['n']}) ROC AUC {row['roc_auc']:.4f} is {gap:.4f} below "
-                f"the overall {overall:.4f}, beyond the max gap {max_subgroup_auc_gap} even "
-                f"allowing 1.96 standard errors ({se:.4f})"
-            )
-    return GateDecision(not reasons, reasons, checked)

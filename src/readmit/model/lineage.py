@@ -104,7 +104,11 @@ def model_metadata(
         "data_sha256": summary["data"]["sha256"],
         "training_window": window,
         "holdout_fraction": summary["data"].get("holdout_fraction"),
-        "validation": {k: summary["validation"][k] for k in VALIDATION_KEYS},
+        "validation": {
+            k: v
+            for k, v in summary["validation"].items()
+            if k in VALIDATION_KEYS or "success" not in summary["validation"]
+        },
         "validation_report": summary["validation"].get("report_uri"),
         "profile_uri": profile_uri,
         "timings_s": {**result.timings, **timings},

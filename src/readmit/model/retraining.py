@@ -8,6 +8,14 @@ import pandas as pd
 
 from readmit import data
 
+INPUT_VALIDATION = {
+    "ran_in_this_run": False,
+    "inputs": "the champion's training data was validated when the champion was trained; every "
+    "labelled batch was validated by the monitoring flow when it arrived (an invalid batch is "
+    "quarantined and never joined to its labels)",
+}
+"""What the challenger's lineage says about validation: retraining validates nothing itself."""
+
 
 @dataclass(frozen=True)
 class RetrainingData:

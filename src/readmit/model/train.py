@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -43,8 +43,8 @@ from sklearn.preprocessing import StandardScaler
 
 from readmit.features import EncounterFeatures, FeatureEncoder, PatientHistory, make_label
 from readmit.model.evaluate import max_f1_threshold
+from readmit.schema import LabelDefinition
 
-LabelDefinition = Literal["<30", "any"]
 FoldT = TypeVar("FoldT")
 Folds = list[tuple[np.ndarray, np.ndarray]]
 THRESHOLD_RULE = "max_f1_oof"

@@ -90,8 +90,9 @@ class DeployResult:
 
 
 def default_run_dir() -> Path:
-    """Where local serving state, per-server homes and logs live (machine-local, not artifacts)."""
-    return PROJECT_ROOT / ".run" / "serving"
+    """Where local serving state, per-server homes and logs live (machine-local, not artifacts):
+    `settings.serving_run_dir`."""
+    return Path(get_settings().serving_run_dir)
 
 
 def _bentoml_cmd() -> list[str]:
