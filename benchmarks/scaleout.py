@@ -41,7 +41,7 @@ def main() -> None:
     from distributed import LocalCluster
     from prefect.client.orchestration import get_client
 
-    from flows.training import search_on_dask
+    from flows.tasks import search_on_dask
     from readmit import data
     from readmit.model import fanout, train
     from readmit.settings import get_settings

@@ -149,13 +149,11 @@ def training_flow(
             later as future batches by the simulation).
         holdout_fraction: Share of patients held out for the final evaluation.
         search_budget_s: Wall-time budget of the hyperparameter search.
-        promote_if_passing: Promote a first model that passes the absolute gates.
-        deploy_promoted: Serve a model this run promoted (the deployment flow: build, then
-            blue/green on 127.0.0.1), as retraining does for a promoted challenger. On for the
-            `training` deployment of the local stack (`prefect.yaml`).
-        dask_address: Where the search runs, for this run: "local" (a LocalCluster), an
-            existing scheduler ("tcp://host:8786") or "none" (in-process); default
-            `READMIT_DASK_ADDRESS`, unset meaning in-process.
+        promote_if_passing: Promote a first model that passes the gate.
+        dask_address: Where the search runs: "local" (a LocalCluster), "tcp://host:8786" or
+            "none" (in-process); default `READMIT_DASK_ADDRESS`, unset meaning in-process.
+        deploy_promoted: Serve a model this run promoted (deployment flow, blue/green), as
+            retraining does for a challenger; on for the stack's `training` deployment.
     """
     settings = get_settings()
     uri = data_uri or settings.data_uri
@@ -166,36 +164,19 @@ def training_flow(
         frame, validation_summary = validate_batch(batch, lineage.batch_name(uri))
     with lineage.timer(timings, "split"):
         feed = split(frame, window, holdout_fraction, settings.seed)
-        train_frame, holdout = feed.train, feed.holdout
     with lineage.timer(timings, "train"):
-        result = fit(train_frame, label, settings.seed, search_budget_s, dask_address)
+        result = fit(feed.train, label, settings.seed, search_budget_s, dask_address)
     with lineage.timer(timings, "evaluate"):
-        evaluations = assess(result, holdout, label)
+        evaluations = assess(result, feed.holdout, label)
     version = registry.new_version()
     with lineage.timer(timings, "reference"):
         profile_uri, profile_rows_per_s = write_reference(
             feed.train_feed, feed.holdout_feed, result.model, label, version
         )
-    summary = {
-        "data": {
-            "uri": uri,
-            "sha256": batch.sha256,
-            **lineage.summarize_encounters(frame),
-            "train_rows": len(train_frame),
-            "holdout_rows": len(holdout),
-            "holdout_fraction": holdout_fraction,
-        },
-        "validation": validation_summary,
-        "label_definition": label,
-    }
-    metadata = lineage.model_metadata(
-        summary=summary,
-        result=result,
-        evaluations=evaluations,
-        profile_uri=profile_uri,
-        timings=timings,
-        window=window,
+    summary = lineage.training_summary(
+        uri, batch.sha256, frame, feed, holdout_fraction, validation_summary, label
     )
+    metadata = lineage.model_metadata(summary, result, evaluations, profile_uri, timings, window)
     with lineage.timer(timings, "register"):
         registration = register(result, evaluations, metadata, version, promote_if_passing)
     if deploy_promoted and registration["stage"] == "production":
@@ -203,16 +184,12 @@ def training_flow(
     report_dir = publish_artifacts(summary, evaluations, version)
     return {
         **registration,
-        "metrics": evaluations["model"].headline(),
-        "baseline_metrics": evaluations["baseline"].headline(),
-        "threshold": evaluations["model"].threshold,
+        **lineage.run_outcome(evaluations, result, timings),
         "artifacts_uri": settings.artifacts_uri,
         "report_dir": report_dir,
         "profile_uri": profile_uri,
         "profile_rows_per_s": profile_rows_per_s,
         "validation_report": validation_summary["report_uri"],
-        "timings_s": timings,
-        "search_trials": result.search_trials,
         "bentoml_home": settings.bentoml_home,
     }
 

@@ -22,7 +22,8 @@ from readmit.model import fanout, registry, train
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from flows.training import search_on_dask, training_flow  # noqa: E402
+from flows.tasks import search_on_dask  # noqa: E402
+from flows.training import training_flow  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -231,9 +231,11 @@ def test_thresholds_are_calibrated_floored_and_stored(monitor, tmp_path) -> None
     age = thresholds.features["age"]
     assert set(age) == {"psi", "missing", "unseen"}
     assert age["psi"] == pytest.approx(
-        max(thresholds.null_max["age"]["psi"] * 1.5, drift.FLOORS["psi"])
+        max(thresholds.null_max["age"]["psi"] * 1.5, drift.STATISTIC["psi"].floor)
     )
-    assert age["missing"] == drift.FLOORS["missing"], "age is never missing: the floor applies"
+    assert age["missing"] == drift.STATISTIC["missing"].floor, (
+        "age is never missing: the floor applies"
+    )
     smaller = thresholds.for_rows(thresholds.batch_size // 4)
     assert smaller["age"]["psi"] == pytest.approx(age["psi"] * 4)
     assert thresholds.for_rows(10 * thresholds.batch_size) == thresholds.features
@@ -305,3 +307,34 @@ def test_report_is_json_and_html_self_contained(monitor, batch) -> None:
     assert html.startswith("<!DOCTYPE html>") and "&lt;batch-0007&gt;" in html
     assert not re.search(r"https?://|<script|<link|@import|src=", html, flags=re.IGNORECASE)
     assert "<svg" in html and "age" in html and report.severity.value in html
+
+
+def test_a_statistic_is_one_registry_entry(monitor, monkeypatch) -> None:
+    """Adding a statistic is one entry: it is computed, calibrated with its floor, scaled with
+    its noise power and shown in the report, with nothing else to edit."""
+    from readmit.reports.report import render_drift_report_html
+
+    reference, _ = monitor
+    extra = drift.Statistic(
+        "max_share_change",
+        lambda c: float(
+            np.max(np.abs(np.subtract(drift._shares(c.cur_counts), drift._shares(c.ref_counts))))
+        ),
+        kinds=drift.KINDS,
+        decides=frozenset({"categorical"}),
+        floor=0.02,
+        noise_power=0.5,
+        column="largest share change",
+    )
+    monkeypatch.setattr(drift, "STATISTICS", (*drift.STATISTICS, extra))
+    monkeypatch.setattr(drift, "STATISTIC", {**drift.STATISTIC, extra.name: extra})
+    monkeypatch.setattr("readmit.reports.report.STATISTICS", drift.STATISTICS)
+    profile = reference  # the reference profile against itself: every statistic at its floor
+    pairs = [(profile, profile)]
+    thresholds = drift.calibrate_thresholds(pairs)
+    assert thresholds.features["age"]["max_share_change"] == 0.02
+    assert "max_share_change" not in thresholds.features["num_medications"]
+    half = thresholds.for_rows(thresholds.batch_size // 4)
+    assert half["age"]["max_share_change"] == pytest.approx(0.02 * 2)
+    report = drift.drift_report("b", drift.score_features(profile, profile, thresholds))
+    assert "largest share change" in render_drift_report_html(report, "t")

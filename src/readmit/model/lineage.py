@@ -76,8 +76,45 @@ def batch_name(uri: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", stem)[:60]
 
 
+def training_summary(
+    uri: str,
+    sha256: str,
+    frame: Any,
+    feed: Any,
+    holdout_fraction: float,
+    validation: dict[str, Any],
+    label: str,
+) -> dict[str, Any]:
+    """What a training run read: the data (aggregates only), its validation, the label."""
+    return {
+        "data": {
+            "uri": uri,
+            "sha256": sha256,
+            **summarize_encounters(frame),
+            "train_rows": len(feed.train),
+            "holdout_rows": len(feed.holdout),
+            "holdout_fraction": holdout_fraction,
+        },
+        "validation": validation,
+        "label_definition": label,
+    }
+
+
+def run_outcome(
+    evaluations: dict[str, Any], result: Any, timings: dict[str, float]
+) -> dict[str, Any]:
+    """The figures a training run returns: headline metrics of both models, threshold, timings
+    and the search's trials."""
+    return {
+        "metrics": evaluations["model"].headline(),
+        "baseline_metrics": evaluations["baseline"].headline(),
+        "threshold": evaluations["model"].threshold,
+        "timings_s": timings,
+        "search_trials": result.search_trials,
+    }
+
+
 def model_metadata(
-    *,
     summary: dict[str, Any],
     result: Any,
     evaluations: dict[str, Any],

@@ -411,21 +411,6 @@ QUANTILE_GRID = np.linspace(0.005, 0.995, 100)
 MAX_INTEGER_POINTS = 2000
 DECILES = np.linspace(0.1, 0.9, 9)
 
-DECISION_STATS: dict[str, tuple[str, ...]] = {
-    "categorical": ("psi", "missing", "unseen"),
-    "label": ("psi", "missing"),
-    "numeric": ("psi", "wasserstein", "missing"),
-    "prediction": ("psi", "wasserstein"),
-}
-"""Statistics whose calibrated thresholds decide a feature's level (Hellinger is reported)."""
-FLOORS: dict[str, float] = {"psi": 0.01, "missing": 0.01, "unseen": 0.005, "wasserstein": 0.03}
-"""Smallest threshold per statistic, so a statistic that is always 0 on clean data (a column
-that is never missing) is not a hair trigger."""
-NOISE_POWER: dict[str, float] = {"psi": 1.0, "missing": 0.5, "unseen": 0.5, "wasserstein": 0.5}
-"""How each statistic's null level falls with batch size n (PSI ~ 1/n, the others ~ 1/sqrt(n)):
-thresholds grow for batches smaller than the calibration batches, never shrink."""
-
-
 def psi(reference: Sequence[float], batch: Sequence[float], alpha: float = SMOOTHING) -> float:
     """Population stability index between two count vectors over the same bins.
 
@@ -458,6 +443,99 @@ class _ColumnSketch:
     @property
     def present(self) -> int:
         return self.n - self.missing
+
+
+KINDS = frozenset({"categorical", "label", "numeric", "prediction"})
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One column of the reference against the same column of a batch: what a drift
+    statistic reads (binned counts over the same bins, and the raw sketches)."""
+
+    name: str
+    kind: str
+    ref: _ColumnSketch
+    cur: _ColumnSketch
+    ref_counts: list[float]
+    cur_counts: list[float]
+    integer: bool
+
+    @property
+    def comparable(self) -> bool:
+        """Both sides have values (else distances are 0, the missing share still counts)."""
+        return self.ref.present > 0 and self.cur.present > 0
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """A drift statistic, the one entry that defines it everywhere.
+
+    Args:
+        name: Key in scores, thresholds and reports.
+        compute: The effect size of one `Comparison`.
+        kinds: Column kinds it is computed for.
+        decides: Kinds in which its calibrated threshold decides a feature's level (the others
+            are reported only).
+        floor: Smallest threshold, so a statistic that is always 0 on clean data (a column that
+            is never missing) is not a hair trigger.
+        noise_power: How its null level falls with batch size n (n ** -power): thresholds grow
+            for batches smaller than the calibration batches, never shrink.
+        column: Its header in the HTML report.
+        digits: Decimals shown in the report.
+    """
+
+    name: str
+    compute: Callable[[Comparison], float]
+    kinds: frozenset[str]
+    decides: frozenset[str]
+    floor: float
+    noise_power: float
+    column: str
+    digits: int = 4
+
+
+def _missing_change(c: Comparison) -> float:
+    return abs(c.cur.missing / max(c.cur.n, 1) - c.ref.missing / max(c.ref.n, 1))
+
+
+def _unseen_share(c: Comparison) -> float:
+    unseen = sum(n for k, n in c.cur.counts.items() if k not in c.ref.counts)
+    return unseen / c.cur.present if c.cur.present else 0.0
+
+
+STATISTICS: tuple[Statistic, ...] = (
+    Statistic(
+        "psi", lambda c: psi(c.ref_counts, c.cur_counts) if c.comparable else 0.0,
+        kinds=KINDS, decides=KINDS, floor=0.01, noise_power=1.0, column="PSI",
+    ),
+    Statistic(
+        "hellinger", lambda c: hellinger(c.ref_counts, c.cur_counts) if c.comparable else 0.0,
+        kinds=KINDS, decides=frozenset(), floor=0.0, noise_power=0.5, column="Hellinger",
+    ),
+    Statistic(
+        "wasserstein", lambda c: _wasserstein(c.ref, c.cur, c.integer),
+        kinds=frozenset({"numeric", "prediction"}), decides=frozenset({"numeric", "prediction"}),
+        floor=0.03, noise_power=0.5, column="Wasserstein (sd)", digits=3,
+    ),
+    Statistic(
+        "missing", _missing_change,
+        kinds=KINDS, decides=frozenset({"categorical", "label", "numeric"}), floor=0.01,
+        noise_power=0.5, column="missing share change",
+    ),
+    Statistic(
+        "unseen", _unseen_share,
+        kinds=frozenset({"categorical", "label"}), decides=frozenset({"categorical"}),
+        floor=0.005, noise_power=0.5, column="unseen share",
+    ),
+)
+"""Every drift statistic: adding one is one entry here (PSI ~ 1/n, the others ~ 1/sqrt(n))."""
+STATISTIC: dict[str, Statistic] = {s.name: s for s in STATISTICS}
+
+
+def deciding(kind: str) -> tuple[str, ...]:
+    """Names of the statistics whose thresholds decide a column of this kind."""
+    return tuple(s.name for s in STATISTICS if kind in s.decides)
 
 
 def _kind(name: str, view: Any) -> str:
@@ -597,23 +675,15 @@ def _shares(counts: Sequence[float]) -> list[float]:
 
 
 def _scores(name: str, kind: str, ref: _ColumnSketch, cur: _ColumnSketch) -> tuple[dict, list]:
-    """Effect sizes of one feature and the bins (label, reference share, batch share)."""
+    """Effect sizes of one feature (every registered statistic of its kind) and the bins
+    (label, reference share, batch share)."""
     integer = name in COLUMN_BY_NAME
     if kind in ("numeric", "prediction"):
         labels, ref_counts, cur_counts = _numeric_bins(ref, cur, integer)
     else:
         labels, ref_counts, cur_counts = _categorical_bins(name, ref, cur)
-    comparable = ref.present > 0 and cur.present > 0
-    scores = {
-        "psi": psi(ref_counts, cur_counts) if comparable else 0.0,
-        "hellinger": hellinger(ref_counts, cur_counts) if comparable else 0.0,
-        "missing": abs(cur.missing / max(cur.n, 1) - ref.missing / max(ref.n, 1)),
-    }
-    if kind in ("numeric", "prediction"):
-        scores["wasserstein"] = _wasserstein(ref, cur, integer)
-    else:
-        unseen = sum(c for k, c in cur.counts.items() if k not in ref.counts)
-        scores["unseen"] = unseen / cur.present if cur.present else 0.0
+    comparison = Comparison(name, kind, ref, cur, list(ref_counts), list(cur_counts), integer)
+    scores = {s.name: s.compute(comparison) for s in STATISTICS if kind in s.kinds}
     bins = list(zip(labels, _shares(ref_counts), _shares(cur_counts), strict=True))
     return scores, bins
 
@@ -652,7 +722,7 @@ class Thresholds:
         if factor <= 1:
             return self.features
         return {
-            feature: {s: t * factor ** NOISE_POWER.get(s, 0.5) for s, t in stats.items()}
+            feature: {s: t * factor ** STATISTIC[s].noise_power for s, t in stats.items()}
             for feature, stats in self.features.items()
         }
 
@@ -687,9 +757,9 @@ def calibrate_thresholds(pairs: Sequence[tuple[Any, Any]], *, margin: float = 1.
     null_max: dict[str, dict[str, float]] = {}
     features: dict[str, dict[str, float]] = {}
     for name in runs[0]:
-        decide = DECISION_STATS[_kind(name, pairs[0][0])]
+        decide = deciding(_kind(name, pairs[0][0]))
         null_max[name] = {s: max(run[name][s] for run in runs if name in run) for s in decide}
-        features[name] = {s: max(v * margin, FLOORS[s]) for s, v in null_max[name].items()}
+        features[name] = {s: max(v * margin, STATISTIC[s].floor) for s, v in null_max[name].items()}
     sizes = [profiling.profile_rows(batch) for _, batch in pairs]
     return Thresholds(features, int(np.median(sizes)), len(pairs), margin, null_max)
 

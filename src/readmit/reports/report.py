@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from readmit.monitoring.drift import DriftReport, FeatureDrift, PerformanceResult, Severity
+from readmit.monitoring.drift import (
+    STATISTICS,
+    DriftReport,
+    FeatureDrift,
+    PerformanceResult,
+    Severity,
+)
 
 _COLOURS = {
     Severity.NONE: "#15803d",
@@ -70,10 +76,8 @@ def _feature_rows(features: Sequence[FeatureDrift]) -> str:
         rows.append(
             f"<tr{hit}><td class='l'>{escape(f.feature)}</td><td class='l'>{f.kind}</td>"
             f"<td>{_badge(f.level)}</td><td>{f.ratio:.2f}</td><td class='l'>{f.driver}</td>"
-            f"<td>{_fmt(s.get('psi'))}</td><td>{_fmt(s.get('hellinger'))}</td>"
-            f"<td>{_fmt(s.get('wasserstein'), 3)}</td>"
-            f"<td>{f.missing_reference:.1%} → {f.missing_batch:.1%}</td>"
-            f"<td>{_fmt(s.get('unseen'))}</td><td>{f.n_batch:,}</td>"
+            + "".join(f"<td>{_fmt(s.get(st.name), st.digits)}</td>" for st in STATISTICS)
+            + f"<td>{f.missing_reference:.1%} → {f.missing_batch:.1%}</td><td>{f.n_batch:,}</td>"
             f"<td class='l'>{bars_svg(f.bins)}</td></tr>"
         )
     return "".join(rows)
@@ -82,8 +86,9 @@ def _feature_rows(features: Sequence[FeatureDrift]) -> str:
 def _feature_table(features: Sequence[FeatureDrift]) -> str:
     head = (
         "<tr><th class='l'>feature</th><th class='l'>kind</th><th>level</th><th>ratio</th>"
-        "<th class='l'>driver</th><th>PSI</th><th>Hellinger</th><th>Wasserstein (sd)</th>"
-        "<th>missing ref → batch</th><th>unseen share</th><th>rows</th>"
+        "<th class='l'>driver</th>"
+        + "".join(f"<th>{escape(st.column)}</th>" for st in STATISTICS)
+        + "<th>missing ref → batch</th><th>rows</th>"
         "<th class='l'>distribution</th></tr>"
     )
     return f"<table>{head}{_feature_rows(features)}</table>"
