@@ -80,7 +80,7 @@ def assess_batch(
     probabilities, labels, cohort = monitoring.served_batch(loaded.model, frame, label)
     name = f"{batch_id}-labelled" if labelled else batch_id
     result = monitoring.monitor_batch(reference, name, frame, probabilities, labels, cohort)
-    folder = get_settings().artifact("monitoring", "reports", name)
+    folder = get_settings().layout.drift_report_dir(name)
     storage.write_json(f"{folder}/drift.json", result.to_dict())
     storage.write_text(
         f"{folder}/drift.html",
@@ -112,7 +112,7 @@ def publish(reports: list[drift.DriftReport]) -> None:
     )
     links = "\n".join(
         f"- `{r.batch_id}`: **{r.severity}** - "
-        f"`{settings.artifact('monitoring', 'reports', r.batch_id, 'drift.html')}`"
+        f"`{settings.layout.drift_report_dir(r.batch_id)}/drift.html`"
         for r in reports
     )
     create_markdown_artifact(
@@ -169,7 +169,7 @@ def monitoring_flow(max_batches: int = 20, cooldown_s: float = 1800.0) -> dict[s
     champion = load_champion()
     if champion is None:
         return {"batches": [], "event": False, "reason": "no production model"}
-    state_url = settings.artifact("monitoring", "state.json")
+    state_url = settings.layout.monitoring_state()
     state = monitoring.read_state(state_url)
     reports = []
     for batch_id in inbox.pending(settings.artifacts_uri)[:max_batches]:

@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from readmit import data, storage
 from readmit.data import inbox
+from readmit.layout import StoreLayout
 from readmit.monitoring import drift, simulation
 from readmit.settings import get_settings
 
@@ -118,11 +119,12 @@ def simulation_flow(
 
 
 def next_batch_number(artifacts_uri: str) -> int:
-    """One after the highest batch number seen in the inbox, processed batches or quarantine."""
+    """One after the highest batch number seen in the inbox or the processed batches."""
+    layout = StoreLayout(artifacts_uri)
     names = [
         u.rsplit("/", 1)[1]
-        for sub in ("inbox", "batches")
-        for u in storage.list_files(f"{artifacts_uri.rstrip('/')}/{sub}", "batch-*.csv")
+        for folder in (layout.inbox_dir(), layout.processed_dir())
+        for u in storage.list_files(folder, "batch-*.csv")
     ]
     numbers = [int(n.removeprefix("batch-").removesuffix(".csv")) for n in names]
     return max(numbers, default=0) + 1

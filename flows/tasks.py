@@ -51,7 +51,7 @@ def validate_batch(batch: data.RawFile, batch_name: str) -> tuple[Any, dict[str,
             batch.raw, result, artifacts_uri=settings.artifacts_uri, batch_name=batch_name
         )
         raise validation.ValidationFailed(result, folder)
-    report_dir = settings.artifact("validation", f"{validation.utc_stamp()}-{batch_name}")
+    report_dir = settings.layout.validation_dir(validation.utc_stamp(), batch_name)
     storage.write_json(f"{report_dir}/report.json", result.to_dict())
     html = validation.render_report_html(result, f"Validation: {batch_name}")
     storage.write_text(f"{report_dir}/report.html", html)

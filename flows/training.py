@@ -76,7 +76,7 @@ def publish_artifacts(summary: dict[str, Any], evaluations: dict[str, Any], vers
     """Prefect artifacts for the UI, plus the reports in the artifact store; returns report dir."""
     settings = get_settings()
     model_eval, baseline_eval = evaluations["model"], evaluations["baseline"]
-    report_dir = settings.artifact("models", version)
+    report_dir = settings.layout.model_dir(version)
     storage.write_json(
         f"{report_dir}/evaluation.json",
         {"model": model_eval.to_dict(), "baseline": baseline_eval.to_dict()},

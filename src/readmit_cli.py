@@ -156,7 +156,7 @@ def format_loop_summary(out: dict[str, Any]) -> str:
         if r.get("deployment"):
             d = r["deployment"]
             lines.append(f"redeployed   {d['model_tag']} (replaced pid {d['replaced_pid']})")
-    lines.append(f"audit log    {get_settings().artifact('audit', 'audit.jsonl')}")
+    lines.append(f"audit log    {get_settings().layout.audit_log()}")
     if out["service"]:
         service = out["service"]
         lines += [

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from readmit.layout import StoreLayout
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 """Repository root when running from a checkout (src layout)."""
 
@@ -106,10 +108,10 @@ class Settings(BaseSettings):
         "Re-measure when the scorer changes.",
     )
 
-    def artifact(self, *parts: str) -> str:
-        """URL of an artifact below the store root (works for paths and fsspec URLs)."""
-        root = self.artifacts_uri.rstrip("/")
-        return "/".join([root, *[p.strip("/") for p in parts]])
+    @property
+    def layout(self) -> StoreLayout:
+        """Every path of the artifact store (`readmit.layout`)."""
+        return StoreLayout(self.artifacts_uri)
 
 
 @lru_cache(maxsize=1)

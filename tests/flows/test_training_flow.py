@@ -101,7 +101,7 @@ def test_invalid_batch_is_quarantined_and_no_model_is_trained(
     with pytest.raises(validation.ValidationFailed, match="num_procedures"):
         training_flow(data_uri=str(path), search_budget_s=5)
     assert registry.list_models() == []
-    quarantined = storage.list_files(fresh_settings.artifact("quarantine"))
+    quarantined = storage.list_files(fresh_settings.layout.path("quarantine"))
     assert len(quarantined) == 1
     folder = quarantined[0]
     assert storage.exists(f"{folder}/report.json") and storage.exists(f"{folder}/report.html")

@@ -50,7 +50,7 @@ def test_training_flow_on_s3_and_import_into_an_empty_store(
         registry.exported_uri(out["tag"], s3_settings),
     ):
         assert uri.startswith("s3://") and storage.exists(uri), uri
-    quarantined = storage.list_files(s3_settings.artifact("quarantine"))
+    quarantined = storage.list_files(s3_settings.layout.path("quarantine"))
     assert len(quarantined) == 1 and storage.exists(f"{quarantined[0]}/report.html")
 
     registry.promote(out["tag"], reason="s3 test")

@@ -1,12 +1,6 @@
-"""Batches in the artifact store: the inbox of new encounters, their late labels, processed ones.
-
-Layout (below the artifact store root):
-    inbox/<batch_id>.csv       encounters waiting for the monitoring flow (no label column)
-    batches/<batch_id>.csv     encounters the monitoring flow has processed
-    labels/<batch_id>.csv      outcomes, arriving one delay after their batch (encounter_id,
-                               readmitted): internal data, never published as an artifact
-    quarantine/...             batches that failed validation (see readmit.data.validation)
-"""
+"""Batches in the artifact store: the inbox of new encounters, their late labels, processed ones
+(`inbox/`, `batches/`, `labels/`: see `readmit.layout`). Labels arrive one delay after their
+batch (encounter_id, readmitted): internal data, never published as an artifact."""
 
 from __future__ import annotations
 
@@ -16,6 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from readmit import data, storage
+from readmit.layout import StoreLayout
 from readmit.schema import LABEL_COLUMN
 
 
@@ -35,9 +30,11 @@ def batch_id(index: int) -> str:
 
 def paths(artifacts_uri: str, batch: str) -> BatchPaths:
     """Store URLs of a batch."""
-    root = artifacts_uri.rstrip("/")
+    layout = StoreLayout(artifacts_uri)
     return BatchPaths(
-        f"{root}/inbox/{batch}.csv", f"{root}/batches/{batch}.csv", f"{root}/labels/{batch}.csv"
+        layout.batch_file("inbox", batch),
+        layout.batch_file("batches", batch),
+        layout.batch_file("labels", batch),
     )
 
 
@@ -60,7 +57,7 @@ def publish_labels(artifacts_uri: str, batch: str, labels: pd.DataFrame) -> str:
 
 def pending(artifacts_uri: str) -> list[str]:
     """Batch ids waiting in the inbox, oldest first."""
-    files = storage.list_files(f"{artifacts_uri.rstrip('/')}/inbox", "batch-*.csv")
+    files = storage.list_files(StoreLayout(artifacts_uri).inbox_dir(), "batch-*.csv")
     return [f.rsplit("/", 1)[1].removesuffix(".csv") for f in files]
 
 
@@ -83,7 +80,7 @@ def read_labels(artifacts_uri: str, batch: str) -> pd.DataFrame | None:
 
 def labelled_batches(artifacts_uri: str) -> list[str]:
     """Processed batches whose labels have arrived, oldest first."""
-    files = storage.list_files(f"{artifacts_uri.rstrip('/')}/batches", "batch-*.csv")
+    files = storage.list_files(StoreLayout(artifacts_uri).processed_dir(), "batch-*.csv")
     ids = [f.rsplit("/", 1)[1].removesuffix(".csv") for f in files]
     return [b for b in ids if storage.exists(paths(artifacts_uri, b).labels)]
 

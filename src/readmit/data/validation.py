@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from readmit import data, storage
+from readmit.layout import StoreLayout
 from readmit.schema import COLUMNS, LABEL_COLUMN, RAW_COLUMNS, Column, Kind
 from readmit.settings import PROJECT_ROOT
 
@@ -464,7 +465,7 @@ def utc_stamp() -> str:
 
 def quarantine(raw: bytes, result: ValidationResult, *, artifacts_uri: str, batch_name: str) -> str:
     """Copy a rejected batch and its reports to `<artifacts>/quarantine/<stamp>-<batch>/`."""
-    base = f"{artifacts_uri.rstrip('/')}/quarantine/{utc_stamp()}-{batch_name}"
+    base = StoreLayout(artifacts_uri).quarantine_dir(utc_stamp(), batch_name)
     folder, n = base, 1
     while storage.exists(folder):  # same batch rejected twice within a second: keep both
         n += 1

@@ -323,11 +323,11 @@ def rollback(reason: str = "manual", settings: Settings | None = None) -> dict[s
 def exported_uri(tag: str, settings: Settings) -> str:
     """Where a model's archive lives in the artifact store (`bentoml models export`)."""
     name, version = tag.split(":", 1)
-    return settings.artifact("registry", name, f"{version}.bentomodel")
+    return settings.layout.exported_model(name, version)
 
 
 def _store_state_uri(settings: Settings) -> str:
-    return settings.artifact("registry", f"{settings.model_name}-registry.json")
+    return settings.layout.registry_file(settings.model_name)
 
 
 def publish_to_store(tag: str, settings: Settings | None = None) -> str:

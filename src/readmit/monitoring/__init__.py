@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from readmit import storage
+from readmit.layout import StoreLayout
 from readmit.monitoring import drift, profiling
 from readmit.data import in_cohort
 from readmit.features import make_label
@@ -39,7 +40,7 @@ class ReferenceUris:
     @classmethod
     def for_model(cls, artifacts_uri: str, version: str) -> ReferenceUris:
         """Reference set of a model version (see module docstring)."""
-        base = f"{artifacts_uri.rstrip('/')}/models/{version}"
+        base = StoreLayout(artifacts_uri).model_dir(version)
         return cls(
             f"{base}/reference_profile.bin",
             f"{base}/drift_thresholds.json",

@@ -6,6 +6,7 @@ import json
 from typing import Any, Literal
 
 from readmit import storage
+from readmit.layout import StoreLayout
 from readmit.model.lineage import utc_now
 
 Decision = Literal[
@@ -17,7 +18,6 @@ Decision = Literal[
     "deployed",
     "batch_quarantined",
 ]
-AUDIT_PATH = ("audit", "audit.jsonl")
 
 
 def audit_record(decision: Decision, **details: Any) -> dict[str, Any]:
@@ -28,14 +28,14 @@ def audit_record(decision: Decision, **details: Any) -> dict[str, Any]:
 def append(artifacts_uri: str, decision: Decision, **details: Any) -> dict[str, Any]:
     """Append a decision to `<artifacts>/audit/audit.jsonl` and return the record."""
     record = audit_record(decision, **details)
-    url = "/".join([artifacts_uri.rstrip("/"), *AUDIT_PATH])
+    url = StoreLayout(artifacts_uri).audit_log()
     storage.append_line(url, json.dumps(record, sort_keys=True, default=str))
     return record
 
 
 def read(artifacts_uri: str, last: int | None = None) -> list[dict[str, Any]]:
     """Decisions in order (the `last` N if given); empty when nothing was decided yet."""
-    url = "/".join([artifacts_uri.rstrip("/"), *AUDIT_PATH])
+    url = StoreLayout(artifacts_uri).audit_log()
     if not storage.exists(url):
         return []
     records = [json.loads(line) for line in storage.read_bytes(url).decode().splitlines() if line]

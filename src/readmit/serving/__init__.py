@@ -421,7 +421,7 @@ def prediction_log_dir(settings: Settings) -> Path:
     if settings.prediction_log_dir:
         return Path(settings.prediction_log_dir)
     if "://" not in settings.artifacts_uri or settings.artifacts_uri.startswith("file://"):
-        return Path(settings.artifacts_uri.removeprefix("file://")) / "prediction_logs"
+        return Path(settings.layout.prediction_logs().removeprefix("file://"))
     return PROJECT_ROOT / ".run" / "prediction_logs"
 
 

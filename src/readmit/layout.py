@@ -1,0 +1,94 @@
+"""The artifact store layout: every path below `READMIT_ARTIFACTS_URI`, in one place.
+
+The store is a local folder or any fsspec URL (`s3://bucket/prefix`); every URL here is built by
+joining parts with "/", which both understand. `README.md` ("Artifact store layout") shows the
+same table, and a test keeps the two equal (`LAYOUT`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LAYOUT: tuple[tuple[str, str], ...] = (
+    ("validation/<utc time>-<batch>/report.json|report.html", "every validated batch"),
+    (
+        "quarantine/<utc time>-<batch>/<original file>, report.json, report.html",
+        "rejected batches, with their reports",
+    ),
+    ("inbox/<batch>.csv", "feed batches waiting for the monitoring flow (no outcome column)"),
+    ("batches/<batch>.csv", "batches the monitoring flow has processed"),
+    ("labels/<batch>.csv", "outcomes of a batch, once they arrive (internal, never published)"),
+    ("models/<version>/evaluation.json", "served-path holdout metrics of the model and baseline"),
+    ("models/<version>/calibration.svg", "reliability diagram"),
+    ("models/<version>/reference_profile.bin", "whylogs profile of the training patients' feed"),
+    ("models/<version>/drift_thresholds.json", "per-feature thresholds from no-drift batches"),
+    ("models/<version>/prediction_profile.bin", "served-path probabilities of the holdout feed"),
+    ("models/<version>/prediction_thresholds.json", "thresholds of prediction drift"),
+    ("models/<version>/performance_baseline.json", "holdout ROC AUC and calibration"),
+    ("registry/<model name>-registry.json", "production pointer and stages (mirror)"),
+    ("registry/<model name>/<version>.bentomodel", "every registered model, exported"),
+    ("monitoring/reports/<batch>/drift.json|drift.html", "drift report of each monitored batch"),
+    ("monitoring/state.json", "monitoring state: last event, labelled batches assessed"),
+    ("audit/audit.jsonl", "every lifecycle decision, appended"),
+    ("prediction_logs/", "the service's prediction logs (local stores only)"),
+)
+"""(path, what it holds): the README's table, kept equal to it by a test."""
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """URLs of everything readmit keeps in one artifact store."""
+
+    root: str
+
+    def path(self, *parts: str) -> str:
+        """URL of `parts` below the root (works for paths and fsspec URLs)."""
+        return "/".join([self.root.rstrip("/"), *[p.strip("/") for p in parts]])
+
+    def validation_dir(self, stamp: str, batch: str) -> str:
+        """Reports of one validated batch."""
+        return self.path("validation", f"{stamp}-{batch}")
+
+    def quarantine_dir(self, stamp: str, batch: str) -> str:
+        """A rejected batch with its reports (a suffix keeps two rejections apart)."""
+        return self.path("quarantine", f"{stamp}-{batch}")
+
+    def inbox_dir(self) -> str:
+        """Feed batches waiting for the monitoring flow."""
+        return self.path("inbox")
+
+    def processed_dir(self) -> str:
+        """Batches the monitoring flow has processed."""
+        return self.path("batches")
+
+    def batch_file(self, folder: str, batch: str) -> str:
+        """One batch file in `inbox`, `batches` or `labels`."""
+        return self.path(folder, f"{batch}.csv")
+
+    def model_dir(self, version: str) -> str:
+        """A model version's reports and monitoring reference."""
+        return self.path("models", version)
+
+    def registry_file(self, model_name: str) -> str:
+        """The registry's mirror: production pointer and stages."""
+        return self.path("registry", f"{model_name}-registry.json")
+
+    def exported_model(self, model_name: str, version: str) -> str:
+        """A registered model's archive (`bentoml models export`)."""
+        return self.path("registry", model_name, f"{version}.bentomodel")
+
+    def drift_report_dir(self, batch: str) -> str:
+        """Drift report of one monitored batch."""
+        return self.path("monitoring", "reports", batch)
+
+    def monitoring_state(self) -> str:
+        """The monitoring flow's state between runs."""
+        return self.path("monitoring", "state.json")
+
+    def audit_log(self) -> str:
+        """The append-only audit log of lifecycle decisions."""
+        return self.path("audit", "audit.jsonl")
+
+    def prediction_logs(self) -> str:
+        """The service's prediction logs (meaningful for a local store only)."""
+        return self.path("prediction_logs")
