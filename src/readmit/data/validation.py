@@ -28,6 +28,7 @@ import pandas as pd
 
 from readmit import data, storage
 from readmit.layout import StoreLayout
+from readmit.reports.page import page
 from readmit.schema import COLUMNS, LABEL_COLUMN, RAW_COLUMNS, Column, Kind
 from readmit.settings import PROJECT_ROOT
 
@@ -409,12 +410,8 @@ def validate_bytes(
 # --------------------------------------------------------------------------- reports, quarantine
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#222}
-h1{font-size:1.4rem}.badge{display:inline-block;padding:.3rem .8rem;border-radius:4px;
-color:#fff;font-weight:600}.pass{background:#2e7d32}.fail{background:#c62828}
-table{border-collapse:collapse;margin:1rem 0;width:100%}th,td{border:1px solid #ccc;
-padding:.3rem .5rem;text-align:left;font-size:.9rem}th{background:#f3f3f3}
-td.ok{color:#2e7d32}td.bad{color:#c62828;font-weight:600}.muted{color:#666}
+.pass{background:#15803d}.fail{background:#b91c1c}th,td{text-align:left}
+td.ok{color:#15803d}td.bad{color:#b91c1c;font-weight:600}
 """
 
 
@@ -443,9 +440,7 @@ def render_report_html(result: ValidationResult, title: str) -> str:
         for c in result.checks
     )
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_cell(title)}</title><style>{_CSS}</style></head><body>"
+    body = (
         f"<h1>{_cell(title)}</h1>"
         f'<p><span class="badge {badge}">{verdict}</span></p>'
         f"<p>{result.n_rows} rows, {result.n_expectations} expectations checked, "
@@ -454,8 +449,9 @@ def render_report_html(result: ValidationResult, title: str) -> str:
         "<h2>All checked expectations</h2>"
         f"<table><tr><th>Expectation</th><th>Column</th><th>Result</th></tr>{check_rows}</table>"
         f'<p class="muted">Generated {generated} by readmit.data.validation '
-        "(Great Expectations suite built from readmit.schema).</p></body></html>"
+        "(Great Expectations suite built from readmit.schema).</p>"
     )
+    return page(title, body, _CSS)
 
 
 def utc_stamp() -> str:

@@ -16,6 +16,7 @@ from readmit.monitoring.drift import (
     PerformanceResult,
     Severity,
 )
+from readmit.reports.page import page
 
 _COLOURS = {
     Severity.NONE: "#15803d",
@@ -24,13 +25,7 @@ _COLOURS = {
     Severity.MAJOR: "#b91c1c",
 }
 _CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#111827}
-h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:24px 0 8px}
-.meta{color:#4b5563;font-size:13px}.badge{display:inline-block;padding:2px 10px;border-radius:12px;
-color:#fff;font-weight:600;font-size:13px;text-transform:uppercase}
-table{border-collapse:collapse;font-size:12px;width:100%}
-th,td{border-bottom:1px solid #e5e7eb;padding:4px 6px;text-align:right;vertical-align:middle}
-th{background:#f3f4f6;position:sticky;top:0}td.l,th.l{text-align:left}
+th,td{text-align:right}th{position:sticky;top:0}td.l,th.l{text-align:left}
 tr.hit{background:#fff7ed}
 .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}
 .note{color:#4b5563;font-size:12px;max-width:900px}
@@ -128,8 +123,6 @@ def render_drift_report_html(report: DriftReport, title: str = "Drift report") -
         else ""
     )
     parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{escape(title)} {_badge(report.severity)}</h1>",
         f"<p class='meta'>batch <b>{escape(report.batch_id)}</b> · {report.n_rows:,} rows · "
         f"{escape(report.created_at)} · alert: <b>{'yes' if report.alert else 'no'}</b> · "
@@ -151,5 +144,4 @@ def render_drift_report_html(report: DriftReport, title: str = "Drift report") -
         f"{report.policy.major_ratio:g} major; {report.policy.moderate_features} features over "
         f"threshold make a batch at least moderate, {report.policy.major_features} major.</p>"
     )
-    parts.append("</body></html>")
-    return "".join(parts)
+    return page(title, "".join(parts), _CSS)

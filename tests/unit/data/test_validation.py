@@ -11,6 +11,7 @@ import pytest
 
 from readmit import data
 from readmit.data import validation
+from readmit.reports.page import BASE_CSS
 from readmit.schema import COLUMNS, LABEL_COLUMN, MEDICATIONS, RAW_COLUMNS, Kind
 
 
@@ -171,6 +172,7 @@ def test_html_report_is_self_contained_and_escaped():
     assert "http://" not in page and "https://" not in page
     assert "<script" not in page and "<link" not in page
     assert page.index("unexpected values") < page.index("All checked expectations")
+    assert BASE_CSS in page  # the one page shell of every report
 
 
 def test_error_message_caps_the_list():

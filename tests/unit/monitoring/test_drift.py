@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from readmit.monitoring import drift, profiling
+from readmit.reports.page import BASE_CSS
 from readmit.reports.report import render_drift_report_html
 from readmit.schema import (
     ADMISSION_TYPE_IDS,
@@ -307,13 +308,12 @@ def test_report_is_json_and_html_self_contained(monitor, batch) -> None:
     assert html.startswith("<!DOCTYPE html>") and "&lt;batch-0007&gt;" in html
     assert not re.search(r"https?://|<script|<link|@import|src=", html, flags=re.IGNORECASE)
     assert "<svg" in html and "age" in html and report.severity.value in html
+    assert BASE_CSS in html  # the one page shell of every report
 
 
 def test_a_statistic_is_one_registry_entry(monitor, monkeypatch) -> None:
     """Adding a statistic is one entry: it is computed, calibrated with its floor, scaled with
     its noise power and shown in the report, with nothing else to edit."""
-    from readmit.reports.report import render_drift_report_html
-
     reference, _ = monitor
     extra = drift.Statistic(
         "max_share_change",
