@@ -32,7 +32,7 @@ import pandas as pd
 
 from readmit import data, serving
 from readmit.model import registry
-from readmit.ops import deploy
+from readmit.ops import deploy, processes
 from readmit.schema import INPUT_COLUMNS
 from readmit.settings import PROJECT_ROOT, get_settings
 
@@ -257,7 +257,7 @@ def serve_fastapi(
     url = f"http://{deploy.HOST}:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if deploy.probe(f"{url}/healthz")[0] == 200:
+        if processes.http_get(f"{url}/healthz")[0] == 200:
             return proc, url
         if proc.poll() is not None:
             raise RuntimeError(f"baseline exited: see {log}")
@@ -378,7 +378,7 @@ def main() -> None:
         deploy.stop_server(proc.pid)
     finally:
         for pid in pids:
-            if deploy.pid_alive(pid):
+            if processes.alive(pid):
                 deploy.stop_server(pid)
     best = configs[chosen]
 

@@ -36,7 +36,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -47,9 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from readmit.ops import processes
+from readmit.ops.processes import HOST, free_port, http_get, port_free
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = PROJECT_ROOT / "deployments" / "prometheus"
-HOST = "127.0.0.1"
 
 ORDER = ("postgres", "prefect-server", "s3", "pushgateway", "prometheus", "worker")
 """Start order; `down` stops in reverse (the worker before the server, the server before its DB)."""
@@ -154,42 +155,6 @@ def postgres_tool(name: str) -> str:
     return tool(name)
 
 
-def port_free(port: int) -> bool:
-    """True if nothing listens on 127.0.0.1:port.
-
-    SO_REUSEADDR as servers set it: connections of a stopped server left in TIME_WAIT must not
-    make its port look busy (they would move every service on each restart).
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(taken: Iterable[int] = ()) -> int:
-    """An ephemeral loopback port the kernel says is free (and not one we just chose)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((HOST, 0))
-            port = int(sock.getsockname()[1])
-        if port not in taken:
-            return port
-
-
-def http_get(url: str, timeout: float = 3.0) -> tuple[int, bytes]:
-    """Status and body of a GET; (0, b"") when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except (urllib.error.URLError, OSError):
-        return 0, b""
-
-
 def read_env_file(path: Path) -> dict[str, str]:
     """KEY=value lines (comments and blanks ignored)."""
     if not path.exists():
@@ -225,31 +190,9 @@ def save_state(cfg: Config, state: dict[str, Any]) -> None:
     tmp.replace(cfg.state_file)
 
 
-def proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state letter, process group, start time in clock ticks) of a PID, None if gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = raw.rsplit(")", 1)[1].split()  # the command name may contain spaces
-    return fields[0], int(fields[2]), int(fields[19])
-
-
 def alive(record: dict[str, Any]) -> bool:
     """True if the recorded process still runs and is the very process we started."""
-    stat = proc_stat(int(record["pid"]))
-    return stat is not None and stat[0] != "Z" and stat[2] == record["start_time"]
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in a process group."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = proc_stat(int(entry.name))
-            if stat and stat[1] == pgid and stat[0] != "Z":
-                members.append(int(entry.name))
-    return members
+    return processes.alive(int(record["pid"]), record["start_time"])
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -284,9 +227,9 @@ def launch(cfg: Config, spec: Spec) -> dict[str, Any]:
             preexec_fn=_die_with_parent if cfg.tie_to_parent else None,
         )  # fmt: skip
     _CHILDREN[proc.pid] = proc
-    stat = proc_stat(proc.pid)
+    started = processes.start_time(proc.pid)
     return {
-        "pid": proc.pid, "start_time": stat[2] if stat else -1, "ports": spec.ports,
+        "pid": proc.pid, "start_time": -1 if started is None else started, "ports": spec.ports,
         "urls": spec.urls, "log": str(log_path), "argv": spec.argv, **spec.extra,
     }  # fmt: skip
 
@@ -317,21 +260,17 @@ def wait_healthy(name: str, record: dict[str, Any], health: Callable[[], bool], 
 
 
 def stop_record(name: str, record: dict[str, Any], timeout: float = 20.0) -> None:
-    """Signal the service's whole process group, wait, then SIGKILL whatever is left."""
+    """Signal the service's whole process group, wait, then SIGKILL whatever is left
+    (`readmit.ops.processes.stop_group`: never a recycled PID)."""
     pid = int(record["pid"])
-    if alive(record):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, STOP_SIGNALS.get(name, signal.SIGTERM))
-    deadline = time.monotonic() + timeout
-    while group_members(pid) and time.monotonic() < deadline:
-        if pid in _CHILDREN:
-            _CHILDREN[pid].poll()
-        time.sleep(0.2)
-    if group_members(pid):
-        log(f"{name} ignored the stop signal for {timeout:.0f} s; killing process group {pid}")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-        time.sleep(0.5)
+    stopped = processes.stop_group(
+        pid,
+        record["start_time"],
+        timeout_s=timeout,
+        first_signal=STOP_SIGNALS.get(name, signal.SIGTERM),
+    )
+    if not stopped:
+        log(f"{name}: pid {pid} now belongs to another process; left alone")
     child = _CHILDREN.pop(pid, None)
     if child is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -698,7 +637,7 @@ def bento_status(cfg: Config) -> dict[str, Any] | None:
     """The locally deployed bento as a status row (None if `up` never deployed one)."""
     if not (cfg.serving_dir / "state.json").exists():
         return None
-    from readmit import deploy  # the venv's readmit; only needed once a bento was deployed
+    from readmit.ops import deploy  # the venv's readmit; only needed once a bento was deployed
 
     current = deploy.status(cfg.serving_dir)
     if "pid" not in current:

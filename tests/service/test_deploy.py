@@ -12,7 +12,7 @@ import yaml
 from service_helpers import READY_TIMEOUT_S, Served
 
 from readmit.model import registry
-from readmit.ops import deploy
+from readmit.ops import deploy, processes
 from readmit.serving import example_encounter
 
 
@@ -97,11 +97,11 @@ def test_blue_green_swap_and_failed_deploys_keep_the_old_server(
             stop.set()
             worker.join()
         assert second.replaced == first.server and second.server.port != first.server.port
-        assert not deploy.pid_alive(first.server.pid)
+        assert not processes.alive(first.server.pid)
         assert deploy.read_state(run_dir) == second.server
         assert len(codes) > 10 and set(codes) == {200}, codes[:20]
     finally:
         stopped = deploy.stop(run_dir)
-        if deploy.pid_alive(first.server.pid):
+        if processes.alive(first.server.pid):
             deploy.stop_server(first.server.pid)
-    assert stopped is not None and not deploy.pid_alive(stopped.pid)
+    assert stopped is not None and not processes.alive(stopped.pid)

@@ -13,27 +13,23 @@ multiprocess directory, and blue/green always has two for a moment.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from readmit.model import registry
+from readmit.ops import processes
+from readmit.ops.processes import HOST, free_port, http_get, port_free
 from readmit.settings import PROJECT_ROOT, Settings, get_settings
 
 BENTOFILE = PROJECT_ROOT / "bentos" / "readmission" / "bentofile.yaml"
-HOST = "127.0.0.1"
 
 
 class DeployError(RuntimeError):
@@ -51,6 +47,8 @@ class Server:
     bentoml_home: str
     log_file: str
     started_at: str
+    start_time: int | None = None
+    """Start time of the process (clock ticks): with the pid, its identity (`ops.processes`)."""
 
     @property
     def url(self) -> str:
@@ -180,28 +178,10 @@ def containerize(bento_tag: str, settings: Settings | None = None) -> ContainerR
 # --------------------------------------------------------------------------- processes
 
 
-def port_is_free(port: int, host: str = HOST) -> bool:
-    """True if nothing listens on host:port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str = HOST) -> int:
-    """A port the OS says is free now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def choose_port(base_port: int, current: Server | None) -> int:
     """The other port of the blue/green pair; any free port if both are taken."""
     for port in (base_port, base_port + 1):
-        if (current is None or port != current.port) and port_is_free(port):
+        if (current is None or port != current.port) and port_free(port):
             return port
     return free_port()
 
@@ -248,17 +228,6 @@ def start_server(
     return proc, home, log_file
 
 
-def probe(url: str, timeout_s: float = 2.0) -> tuple[int, str]:
-    """GET a URL: (status, body); status 0 when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-            return resp.status, resp.read().decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
-    except (urllib.error.URLError, OSError):
-        return 0, ""
-
-
 def wait_ready(
     url: str, proc: subprocess.Popen[bytes] | None, timeout_s: float
 ) -> tuple[bool, str]:
@@ -268,7 +237,8 @@ def wait_ready(
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             return False, f"the server exited with code {proc.returncode}"
-        status, body = probe(f"{url}/readyz")
+        status, raw = http_get(f"{url}/readyz", timeout=2.0)
+        body = raw.decode(errors="replace")
         if status == 200:
             return True, "ready"
         if status == 503 and '"reason"' in body and "starting" not in body:
@@ -278,36 +248,10 @@ def wait_ready(
     return False, f"not ready after {timeout_s:.0f} s ({last})"
 
 
-def pid_alive(pid: int) -> bool:
-    """True if a process with this pid exists (and is not a zombie we own)."""
-    try:
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-        if finished == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def stop_server(pid: int, timeout_s: float = 20.0) -> None:
-    """SIGTERM the server's process group (arbiter and workers), SIGKILL after a grace period."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+def stop_server(pid: int, started: int | None = None, timeout_s: float = 20.0) -> None:
+    """SIGTERM the server's process group (arbiter and workers), SIGKILL after a grace period;
+    with `started`, only while `pid` is still that process (`processes.stop_group`)."""
+    processes.stop_group(pid, started, timeout_s=timeout_s)
 
 
 # --------------------------------------------------------------------------- state
@@ -343,7 +287,7 @@ def write_state(run_dir: Path, current: Server | None, previous: Server | None) 
 def running_server(run_dir: Path | None = None) -> Server | None:
     """The recorded server if its process is still alive."""
     current = read_state(run_dir)
-    return current if current and pid_alive(current.pid) else None
+    return current if current and processes.alive(current.pid, current.start_time) else None
 
 
 # --------------------------------------------------------------------------- deploy
@@ -397,11 +341,12 @@ def deploy_bento(
         bentoml_home=str(home),
         log_file=str(log_file),
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        start_time=processes.start_time(proc.pid),
     )
     write_state(run_dir, new, old)
     ready_s = time.monotonic() - t0
     if old is not None:
-        stop_server(old.pid)
+        stop_server(old.pid, old.start_time)
     return DeployResult(bento_tag, new, old, timings_s={"start_to_ready": round(ready_s, 2)})
 
 
@@ -443,8 +388,8 @@ def stop(run_dir: Path | None = None) -> Server | None:
     """Stop the recorded server (if running) and clear the state; returns what was stopped."""
     run_dir = run_dir or default_run_dir()
     current = read_state(run_dir)
-    if current and pid_alive(current.pid):
-        stop_server(current.pid)
+    if current and processes.alive(current.pid, current.start_time):
+        stop_server(current.pid, current.start_time)
     write_state(run_dir, None, current)
     return current
 
@@ -454,8 +399,9 @@ def status(run_dir: Path | None = None) -> dict[str, Any]:
     current = read_state(run_dir)
     if current is None:
         return {"running": False}
-    alive = pid_alive(current.pid)
-    code, body = probe(f"{current.url}/readyz") if alive else (0, "")
+    alive = processes.alive(current.pid, current.start_time)
+    code, raw = http_get(f"{current.url}/readyz", timeout=2.0) if alive else (0, b"")
+    body = raw.decode(errors="replace")
     return {
         "running": alive,
         "ready": code == 200,

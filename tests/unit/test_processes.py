@@ -1,0 +1,30 @@
+"""The one process helper: a PID is signalled only while it is the process that was started."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from readmit.ops import processes
+
+
+def test_stop_group_stops_its_own_group_and_spares_a_recycled_pid() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    started = processes.start_time(child.pid)
+    assert started is not None and processes.alive(child.pid, started)
+    # Another start time: as if the PID had been recycled by an unrelated process.
+    assert not processes.alive(child.pid, started + 1)
+    assert processes.stop_group(child.pid, started + 1, timeout_s=1) is False
+    assert child.poll() is None, "a process that is not ours was signalled"
+    assert processes.stop_group(child.pid, started, timeout_s=5) is True
+    assert child.wait(timeout=5) is not None
+    assert not processes.alive(child.pid, started)
+
+
+def test_ports_on_loopback() -> None:
+    port = processes.free_port()
+    assert processes.port_free(port)
+    assert processes.free_port(taken=[port]) != port
+    assert processes.http_get(f"http://{processes.HOST}:{port}/", timeout=1) == (0, b"")
