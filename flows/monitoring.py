@@ -33,7 +33,7 @@ def load_champion() -> tuple[registry.LoadedModel, monitoring.Reference] | None:
     except registry.NoModelError as exc:
         get_run_logger().warning("nothing to monitor: %s", exc)
         return None
-    uris = monitoring.ReferenceUris.for_model(settings.artifacts_uri, loaded.tag.split(":")[1])
+    uris = monitoring.ReferenceUris.for_model(settings.artifacts_uri, loaded.version)
     return loaded, monitoring.load_reference(uris)
 
 
@@ -60,8 +60,7 @@ def take_batch(batch_id: str) -> Any:
             quarantine=exc.quarantine_uri,
             failures=len(exc.result.failures),
         )
-        fs, path = storage.filesystem(where.inbox)
-        fs.rm(path)
+        inbox.discard(settings.artifacts_uri, batch_id)
         return None
     return frame
 

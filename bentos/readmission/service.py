@@ -34,7 +34,6 @@ runtime.install_timeout_fix()  # before BentoML builds the app: see serving_runt
 EncounterRequest = serving.predict_request_model()
 BatchRequest = serving.batch_request_model(SETTINGS.max_batch_size)
 PACKED_MODEL_TAG: str | None = getattr(bentoml.use_arguments(), "model_tag", None) or None
-API_PATHS = ("/predict", "/predict_batch")
 
 model_app = FastAPI(title="readmission model info")
 
@@ -205,10 +204,13 @@ def _count_invalid(path: str, problems: Any) -> None:
         counter.labels(endpoint=path.strip("/"), problem=problem["problem"]).inc()
 
 
+# Every route but BentoML's infrastructure is gated (503 while not ready); the JSON-body checks
+# (413/415, error rewriting) apply to every @bentoml.api route, read from the service itself:
+# an endpoint added later cannot bypass the guard.
+API_PATHS = tuple(api.route for api in Readmission.apis.values())
 Readmission.add_asgi_middleware(
     serving.RequestGuard,
     body_paths=API_PATHS,
-    gated_paths=("/model",),
     max_body_bytes=SETTINGS.max_request_bytes,
     not_ready_reason=_not_ready_reason,
     on_invalid=_count_invalid,

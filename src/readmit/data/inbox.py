@@ -70,6 +70,12 @@ def mark_processed(artifacts_uri: str, batch: str) -> str:
     return where.processed
 
 
+def discard(artifacts_uri: str, batch: str) -> None:
+    """Remove a batch from the inbox once it was quarantined (the quarantine keeps its copy)."""
+    fs, path = storage.filesystem(paths(artifacts_uri, batch).inbox)
+    fs.rm(path)
+
+
 def read_labels(artifacts_uri: str, batch: str) -> pd.DataFrame | None:
     """Outcomes of a batch, or None if they have not arrived yet."""
     url = paths(artifacts_uri, batch).labels

@@ -49,6 +49,16 @@ class LoadedModel:
     metadata: dict[str, Any]
     stage: str
 
+    @property
+    def version(self) -> str:
+        """The version part of the tag (`readmission:<version>`): names its store folder."""
+        return version_of(self.tag)
+
+
+def version_of(tag: str) -> str:
+    """`readmission:20261203-abc` -> `20261203-abc`."""
+    return tag.split(":", 1)[1]
+
 
 @dataclass(frozen=True)
 class ModelSummary:
@@ -238,7 +248,7 @@ def _mirror_labels(state: RegistryState, settings: Settings) -> None:
     """Copy stages into each model's `model.yaml` labels (atomic per file; cosmetic mirror)."""
     models_dir = Path(settings.bentoml_home) / "models" / settings.model_name
     for tag, stage in state.stages.items():
-        version = tag.split(":", 1)[1]
+        version = version_of(tag)
         info_path = models_dir / version / "model.yaml"
         if not info_path.exists():
             continue
@@ -322,8 +332,7 @@ def rollback(reason: str = "manual", settings: Settings | None = None) -> dict[s
 
 def exported_uri(tag: str, settings: Settings) -> str:
     """Where a model's archive lives in the artifact store (`bentoml models export`)."""
-    name, version = tag.split(":", 1)
-    return settings.layout.exported_model(name, version)
+    return settings.layout.exported_model(tag.split(":", 1)[0], version_of(tag))
 
 
 def _store_state_uri(settings: Settings) -> str:

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -344,6 +345,68 @@ def race_candidate(
     return trial, (oof if trial.complete else None)
 
 
+RACE_MARGIN = 0.003
+"""How far (mean ROC AUC over the folds run so far) a candidate may trail the best one."""
+
+
+@dataclass
+class CandidateResult:
+    """What a worker sends back: the trial and, when every fold ran, its OOF predictions."""
+
+    trial: Trial
+    oof: np.ndarray | None
+
+
+class _Future(Protocol):
+    def result(self) -> Any: ...
+
+
+F = TypeVar("F", bound=_Future)
+Submit = Callable[[int, dict[str, Any], list[float] | None, float], F]
+"""(candidate index, params, best complete trial's fold AUCs or None, seconds left) -> future."""
+
+
+def score_candidate(
+    params: dict[str, Any],
+    folds: list[FoldData],
+    race_against: list[float] | None,
+    time_left_s: float,
+    *,
+    seed: int,
+    n_jobs: int,
+    margin: float = RACE_MARGIN,
+) -> CandidateResult:
+    """One candidate's grouped CV, fold by fold, racing the best complete trial so far.
+
+    Args:
+        params: XGBoost parameters of the candidate.
+        folds: The folds' XGBoost matrices.
+        race_against: Per-fold ROC AUCs of the best complete trial so far; None: no racing and
+            no deadline (the candidate runs every fold).
+        time_left_s: Seconds until the search's deadline, counted from the start of this call.
+        seed: XGBoost seed.
+        n_jobs: XGBoost threads.
+        margin: How far behind the best a candidate may be after a fold; `math.inf`: no racing.
+    """
+    best = None if race_against is None else Trial(params={}, fold_auc=list(race_against))
+    deadline = time.perf_counter() + time_left_s
+    trial, oof = race_candidate(
+        params, folds, best, deadline, seed=seed, n_jobs=n_jobs, margin=margin
+    )
+    trial.pid = os.getpid()
+    return CandidateResult(trial, oof)
+
+
+class _Done:
+    """A finished "future": the in-process search runs a candidate when it is submitted."""
+
+    def __init__(self, value: CandidateResult) -> None:
+        self.value = value
+
+    def result(self) -> CandidateResult:
+        return self.value
+
+
 def search_xgboost(
     folds: list[FoldData],
     *,
@@ -351,38 +414,119 @@ def search_xgboost(
     budget_s: float,
     n_iter: int,
     n_jobs: int,
-    margin: float = 0.003,
+    margin: float = RACE_MARGIN,
     refit_share: float = 0.6 * REFIT_SHRINKAGE,
     candidates: list[dict[str, Any]] | None = None,
+    log: Callable[[str], None] = lambda _: None,
 ) -> tuple[Trial, np.ndarray, list[Trial]]:
-    """Budgeted random search with racing; returns (best trial, its OOF predictions, all trials).
+    """The search in this process: `run_search` with one slot, each candidate scored when it is
+    submitted. Returns (best trial, its OOF predictions, all trials).
 
-    The budget covers the search AND the final refit: `refit_share` x the best trial's time is
-    held back for the refit (all rows, ~1.3x the rounds, but no early-stopping tail and one fit
-    instead of one per fold). A new candidate starts only if one more fold fits in what is left.
-    The default configuration always runs to completion first, whatever the budget.
     `candidates` replaces `candidate_list(seed, n_iter)`; `margin=math.inf` disables racing.
     """
-    start = time.perf_counter()
     if candidates is None:
         candidates = candidate_list(seed, n_iter)
-    trials: list[Trial] = []
-    best: Trial | None = None
-    best_oof: np.ndarray | None = None
-    for params in candidates:
-        folds_run = sum(len(t.fold_auc) for t in trials)
-        per_fold = (time.perf_counter() - start) / max(folds_run, 1)
-        deadline = start + budget_s - (refit_share * best.seconds if best else 0.0)
-        if best is not None and time.perf_counter() + per_fold > deadline:
-            break
-        trial, oof = race_candidate(
-            params, folds, best, deadline, seed=seed, n_jobs=n_jobs, margin=margin
+
+    def submit(_: int, params: dict[str, Any], against: list[float] | None, left: float) -> _Done:
+        scored = score_candidate(
+            params, folds, against, left, seed=seed, n_jobs=n_jobs, margin=margin
         )
-        trials.append(trial)
-        if oof is not None and (best is None or trial.mean_auc > best.mean_auc):
-            best, best_oof = trial, oof
-    assert best is not None and best_oof is not None  # the first candidate always completes
-    return best, best_oof, trials
+        return _Done(scored)
+
+    return run_search(
+        candidates,
+        submit,
+        lambda running: running[0],
+        slots=1,
+        budget_s=budget_s,
+        refit_share=refit_share,
+        log=log,
+    )
+
+
+def may_start(
+    best: Trial | None, finished: list[Trial], elapsed_s: float, budget_s: float, refit_share: float
+) -> tuple[bool, float]:
+    """Whether a new candidate may start, and the seconds left before the search deadline.
+
+    Until a candidate has completed, candidates start unconditionally (the first wave always
+    completes, whatever the budget). Then one more fold must fit before the deadline, which
+    holds back `refit_share` x the best trial's time for the final refit.
+    """
+    if best is None:
+        return True, math.inf
+    left = budget_s - refit_share * best.seconds - elapsed_s
+    folds_run = sum(len(t.fold_auc) for t in finished)
+    per_fold = sum(t.seconds for t in finished) / max(folds_run, 1)
+    return per_fold <= left, left
+
+
+def run_search(
+    candidates: list[dict[str, Any]],
+    submit: Submit[F],
+    wait_first: Callable[[list[F]], F],
+    *,
+    slots: int,
+    budget_s: float,
+    refit_share: float = 0.6 * REFIT_SHRINKAGE,
+    log: Callable[[str], None] = lambda _: None,
+) -> tuple[Trial, np.ndarray, list[Trial]]:
+    """Keep `slots` candidates running until the candidates or the budget run out.
+
+    Returns (best complete trial by mean CV ROC AUC, its OOF predictions, all trials in
+    candidate order), like `train.search_xgboost`.
+
+    Args:
+        candidates: Parameter sets, in order (`train.candidate_list`).
+        submit: Starts one candidate somewhere and returns its future (`.result()` gives a
+            `CandidateResult`).
+        wait_first: Blocks until one of the given futures is done and returns it.
+        slots: Candidates run at once (the cluster's threads).
+        budget_s: Wall-time budget of the search and the final refit.
+        refit_share: Share of the best trial's time held back for the refit.
+        log: Progress messages.
+    """
+    start = time.perf_counter()
+    queue = list(enumerate(candidates))
+    running: dict[F, int] = {}
+    trials: dict[int, Trial] = {}
+    best: tuple[int, Trial, np.ndarray] | None = None
+    while queue or running:
+        while queue and len(running) < slots:
+            elapsed = time.perf_counter() - start
+            leader = best[1] if best else None
+            ok, left = may_start(leader, list(trials.values()), elapsed, budget_s, refit_share)
+            if not ok:
+                log(f"budget reached after {elapsed:.0f} s: {len(queue)} candidates not started")
+                queue.clear()
+                break
+            index, params = queue.pop(0)
+            running[submit(index, params, leader.fold_auc if leader else None, left)] = index
+        if not running:
+            break
+        future = wait_first(list(running))
+        index = running.pop(future)
+        result: CandidateResult = future.result()
+        trials[index] = trial = result.trial
+        if result.oof is not None and (best is None or trial.mean_auc > best[1].mean_auc):
+            best = (index, trial, result.oof)
+        log(progress_line(index, len(candidates), trial, best))
+    if best is None:
+        raise RuntimeError("no candidate completed")
+    return best[1], best[2], [trials[i] for i in sorted(trials)]
+
+
+def progress_line(
+    index: int, total: int, trial: Trial, best: tuple[int, Trial, np.ndarray] | None
+) -> str:
+    """One log line per finished candidate: where it ran, how it did, the best so far."""
+    status = "complete" if trial.complete else f"stopped after {len(trial.fold_auc)} fold(s)"
+    where = f"{trial.worker or 'in-process'} (pid {trial.pid})"
+    best_text = f"{best[1].mean_auc:.4f} (candidate {best[0] + 1})" if best else "none yet"
+    return (
+        f"candidate {index + 1}/{total} on {where}: mean ROC AUC {trial.mean_auc:.4f}, "
+        f"{status}, {trial.seconds:.1f} s; best so far {best_text}"
+    )
 
 
 def refit_plan(best: Trial, n_splits: int) -> tuple[dict[str, Any], int]:

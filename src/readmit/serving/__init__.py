@@ -477,8 +477,25 @@ async def send_json(send: Send, status: int, body: Mapping[str, Any]) -> None:
     await send({"type": "http.response.body", "body": payload, "more_body": False})
 
 
+OPEN_PATHS = frozenset(
+    {
+        "/",
+        "/healthz",
+        "/livez",
+        "/metrics",
+        "/docs.json",
+        "/schema.json",
+        "/docs",
+        "/openapi.json",
+        "/redoc",
+    }
+)
+"""BentoML's and FastAPI's own infrastructure routes: never gated (health, metrics, docs)."""
+OPEN_PREFIXES = ("/static_content/", "/docs/")
+
+
 class RequestGuard:
-    """ASGI middleware in front of the API routes.
+    """ASGI middleware in front of every route that is not infrastructure (`OPEN_PATHS`).
 
     Why: BentoML answers malformed input with its own shapes (and a bare 500 for some), has no
     body size limit and a fixed readiness message. This guard gives every rejection one JSON
@@ -491,7 +508,6 @@ class RequestGuard:
         app: Callable[..., Awaitable[None]],
         *,
         body_paths: Iterable[str],
-        gated_paths: Iterable[str],
         max_body_bytes: int,
         not_ready_reason: Callable[[], str | None],
         on_invalid: Callable[[str, Sequence[Mapping[str, str]]], None] | None = None,
@@ -499,15 +515,18 @@ class RequestGuard:
     ) -> None:
         self.app = app
         self.body_paths = frozenset(body_paths)
-        self.gated_paths = frozenset(gated_paths) | self.body_paths
         self.max_body_bytes = max_body_bytes
         self.not_ready_reason = not_ready_reason
         self.on_invalid = on_invalid
         self.readyz_path = readyz_path
 
+    def gated(self, path: str) -> bool:
+        """True for every route but the infrastructure ones: a new endpoint is gated by default."""
+        return path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or (path not in self.gated_paths and path != self.readyz_path):
+        if scope["type"] != "http" or (path != self.readyz_path and not self.gated(path)):
             return await self.app(scope, receive, send)
         reason = self.not_ready_reason()
         if path == self.readyz_path:

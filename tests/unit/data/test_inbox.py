@@ -20,6 +20,9 @@ def test_batch_round_trip_with_late_labels(tmp_path, sample_frame):
 
     inbox.mark_processed(root, "batch-0001")
     assert inbox.pending(root) == ["batch-0002"]
+    inbox.publish_batch(root, inbox.batch_id(3), features)
+    inbox.discard(root, "batch-0003")  # quarantined elsewhere: leaves the inbox only
+    assert inbox.pending(root) == ["batch-0002"]
     assert inbox.labelled_batches(root) == []  # labels have not arrived yet
     assert inbox.read_labels(root, "batch-0001") is None
 

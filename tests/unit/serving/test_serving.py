@@ -180,7 +180,6 @@ def _guard(reason: str | None = None, seen: list[Any] | None = None) -> serving.
     return serving.RequestGuard(
         _echo_app,
         body_paths=["/predict"],
-        gated_paths=["/model"],
         max_body_bytes=100,
         not_ready_reason=lambda: reason,
         on_invalid=(lambda p, probs: seen.append((p, probs))) if seen is not None else None,
@@ -209,3 +208,7 @@ def test_guard_reports_not_ready_with_the_reason() -> None:
     status, body = _call(_guard("no production model"), "/predict", b"{}")
     assert status == 503 and "no production model" in body["error"]
     assert _call(_guard("no production model"), "/model", b"", method="GET")[0] == 503
+    # An endpoint nobody registered with the guard is gated too; infrastructure is not.
+    assert _call(_guard("no production model"), "/explain", b"{}")[0] == 503
+    for open_path in ("/healthz", "/metrics", "/docs.json", "/static_content/x.css"):
+        assert _call(_guard("no production model"), open_path, b"{}", method="GET")[0] == 200
