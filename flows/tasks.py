@@ -183,15 +183,7 @@ def search_on_dask(
     with _workers_report_here(), dask_task_runner(address) as runner:
         info = runner.client.scheduler_info()
         slots = fanout.cluster_threads(info)
-        logger.info(
-            "search: up to %d candidates on Dask scheduler %s (%d workers), %d at a time, "
-            "budget %.0f s",
-            len(candidates),
-            info.get("address"),
-            len(info["workers"]),
-            slots,
-            budget_s,
-        )
+        logger.info(fanout.cluster_line(info, len(candidates), slots, budget_s))
         # Every worker holds its own copy: candidates go wherever a thread is free.
         shipped = runner.client.scatter(encoded.folds, broadcast=True)
 
@@ -212,13 +204,7 @@ def search_on_dask(
         best, oof, trials = fanout.run_search(
             candidates, submit, _first_done, slots=slots, budget_s=budget_s, log=logger.info
         )
-    complete = sum(t.complete for t in trials)
-    logger.info(
-        "search done: best mean ROC AUC %.4f; %d candidates, %d complete",
-        best.mean_auc,
-        len(trials),
-        complete,
-    )
+    logger.info(train.search_done_line(best, trials))
     return best, oof, trials
 
 

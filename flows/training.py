@@ -145,19 +145,17 @@ def training_flow(
     Args:
         data_uri: Path or fsspec URL of raw encounters; defaults to the shipped data set.
         label: "<30" (30-day readmission, the clinical standard) or "any" readmission.
-        window: "all" encounters, or only the oldest "reference" window (the rest is replayed
-            later as future batches by the simulation).
+        window: "all" encounters, or the oldest "reference" window (the rest is replayed).
         holdout_fraction: Share of patients held out for the final evaluation.
-        search_budget_s: Wall-time budget of the hyperparameter search.
+        search_budget_s: Wall-time budget of the search and the final refit.
         promote_if_passing: Promote a first model that passes the gate.
         dask_address: Where the search runs: "local" (a LocalCluster), "tcp://host:8786" or
             "none" (in-process); default `READMIT_DASK_ADDRESS`, unset meaning in-process.
         deploy_promoted: Serve a model this run promoted (deployment flow, blue/green), as
             retraining does for a challenger; on for the stack's `training` deployment.
     """
-    settings = get_settings()
+    settings, timings = get_settings(), {}
     uri = data_uri or settings.data_uri
-    timings: dict[str, float] = {}
     with lineage.timer(timings, "read"):
         batch = read_batch(uri)
     with lineage.timer(timings, "validate"):
@@ -174,7 +172,7 @@ def training_flow(
             feed.train_feed, feed.holdout_feed, result.model, label, version
         )
     summary = lineage.training_summary(
-        uri, batch.sha256, frame, feed, holdout_fraction, validation_summary, label
+        uri, batch.sha256, frame, feed, validation_summary, label, holdout_fraction
     )
     metadata = lineage.model_metadata(summary, result, evaluations, profile_uri, timings, window)
     with lineage.timer(timings, "register"):

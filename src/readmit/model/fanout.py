@@ -85,6 +85,14 @@ def cluster_threads(scheduler_info: dict[str, Any]) -> int:
     return max(1, sum(int(w.get("nthreads", 1)) for w in scheduler_info["workers"].values()))
 
 
+def cluster_line(info: dict[str, Any], n_candidates: int, slots: int, budget_s: float) -> str:
+    """The log line that opens a search on a cluster."""
+    return (
+        f"search: up to {n_candidates} candidates on Dask scheduler {info.get('address')} "
+        f"({len(info['workers'])} workers), {slots} at a time, budget {budget_s:.0f} s"
+    )
+
+
 def worker_identity() -> tuple[str | None, int]:
     """(Dask worker address or None outside a worker, process id): where a trial ran."""
     try:

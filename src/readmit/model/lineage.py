@@ -81,9 +81,9 @@ def training_summary(
     sha256: str,
     frame: Any,
     feed: Any,
-    holdout_fraction: float,
     validation: dict[str, Any],
     label: str,
+    holdout_fraction: float,
 ) -> dict[str, Any]:
     """What a training run read: the data (aggregates only), its validation, the label."""
     return {

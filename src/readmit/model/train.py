@@ -516,6 +516,15 @@ def run_search(
     return best[1], best[2], [trials[i] for i in sorted(trials)]
 
 
+def search_done_line(best: Trial, trials: list[Trial]) -> str:
+    """The log line that closes a search."""
+    complete = sum(t.complete for t in trials)
+    return (
+        f"search done: best mean ROC AUC {best.mean_auc:.4f}; {len(trials)} candidates, "
+        f"{complete} complete"
+    )
+
+
 def progress_line(
     index: int, total: int, trial: Trial, best: tuple[int, Trial, np.ndarray] | None
 ) -> str:
