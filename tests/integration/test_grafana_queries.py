@@ -143,10 +143,11 @@ def test_dashboard_covers_service_and_monitoring_metrics() -> None:
 
 
 def test_dashboard_metric_names_exist_in_the_code_that_exports_them() -> None:
-    """A renamed metric in serving.py, monitoring.py or BentoML breaks this test, not a panel."""
+    """A renamed metric in readmit.serving, readmit.monitoring or BentoML breaks this test, not a
+    panel."""
     sources = "".join(
-        (PROJECT_ROOT / "src" / "readmit" / name).read_text()
-        for name in ("serving.py", "monitoring.py")
+        (PROJECT_ROOT / "src" / "readmit" / room / "__init__.py").read_text()
+        for room in ("serving", "monitoring")
     )
     import bentoml._internal.server.http.instruments as instruments
 

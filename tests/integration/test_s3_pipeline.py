@@ -59,7 +59,8 @@ def test_training_flow_on_s3_and_import_into_an_empty_store(
     home = tmp_path / "empty-home"
     env = {**os.environ, "READMIT_BENTOML_HOME": str(home), "BENTOML_HOME": str(home)}
     script = (
-        "from readmit import registry, data; import sys; m = registry.load_model(); "
+        "from readmit import data; from readmit.model import registry; import sys; "
+        "m = registry.load_model(); "
         "f = data.read_encounters(sys.argv[1]).frame.head(5); "
         "print(m.tag, m.stage, m.model.predict_proba(f).shape)"
     )

@@ -19,7 +19,14 @@ from readmit.serving import example_encounter
 def test_bento_contains_readmit_model_and_dockerfile(served: Served) -> None:
     root = deploy.bento_dir(served.bento_tag)
     src = root / "src"
-    for module in ("serving.py", "registry.py", "schema.py", "features.py", "settings.py"):
+    for module in (
+        "serving/__init__.py",
+        "model/registry.py",
+        "schema.py",
+        "features/history.py",
+        "settings.py",
+        "layout.py",
+    ):
         assert (src / "readmit" / module).is_file(), module
     assert (src / "bentos" / "readmission" / "service.py").is_file()
     shipped = {p.relative_to(src).parts[0] for p in src.rglob("*") if p.is_file()}
