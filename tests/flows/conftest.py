@@ -1,11 +1,25 @@
-"""Shared by the flow tests: a small real CSV of encounters to train on."""
+"""Shared by the flow tests: the Prefect test harness, `flows` importable, a small real CSV."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
 import pandas as pd
 import pytest
+from prefect.testing.utilities import prefect_test_harness
 
 from readmit import data
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the `flows` package
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[None]:
+    """A temporary Prefect API for the module's flow runs (start-up is slow on 2 busy cores)."""
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
 
 
 @pytest.fixture

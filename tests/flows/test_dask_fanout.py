@@ -8,30 +8,17 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
+from flows.tasks import search_on_dask
+from flows.training import training_flow
 from readmit import data
 from readmit.model import fanout, registry, train
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from flows.tasks import search_on_dask  # noqa: E402
-from flows.training import training_flow  # noqa: E402
-
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture(scope="module")

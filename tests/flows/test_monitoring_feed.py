@@ -4,29 +4,13 @@ and hospice included), patients the model has never seen. Clean data must raise 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-import pytest
-from prefect.testing.utilities import prefect_test_harness
-
+from flows.monitoring import monitoring_flow
+from flows.training import training_flow
 from readmit import data
 from readmit.data import inbox
 from readmit.model import registry
 from readmit.monitoring import drift
 from readmit.schema import DIED_OR_HOSPICE_IDS
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from flows.monitoring import monitoring_flow  # noqa: E402
-from flows.training import training_flow  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
 
 
 def test_clean_raw_feed_batches_raise_no_alarm(harness, fresh_settings, tmp_path, full_frame):

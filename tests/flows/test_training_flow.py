@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
+from flows.training import training_flow
 from readmit import data, storage
 from readmit.data import validation
 from readmit.model import registry
 from readmit.settings import get_settings
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from flows.training import training_flow  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
 
 
 def test_training_flow_registers_a_model_with_lineage(harness, fresh_settings, small_csv):

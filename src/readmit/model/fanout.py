@@ -132,18 +132,8 @@ def evaluate_candidate(
     n_jobs: int,
     margin: float = RACE_MARGIN,
 ) -> CandidateResult:
-    """One candidate's grouped CV, fold by fold, as `train.race_candidate` does it in-process.
-
-    Args:
-        params: XGBoost parameters of the candidate.
-        folds: The per-fold arrays.
-        race_against: Per-fold ROC AUCs of the best complete trial so far; None: no racing and
-            no deadline (the candidate runs every fold).
-        time_left_s: Seconds until the search's deadline, counted from the start of this call.
-        seed: XGBoost seed.
-        n_jobs: XGBoost threads (one per Dask thread: the cluster's slots are its threads).
-        margin: How far behind the best a candidate may be after a fold; `math.inf`: no racing.
-    """
+    """`train.score_candidate` on a worker: the fold arrays quantised once per process
+    (`cached_matrices`), the trial stamped with the worker that ran it."""
     matrices = cached_matrices(folds, n_jobs)
     result = score_candidate(
         params, matrices, race_against, time_left_s, seed=seed, n_jobs=n_jobs, margin=margin
