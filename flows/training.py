@@ -61,7 +61,7 @@ def register(
     )
     outcome = lifecycle.decide_first(
         decision,
-        has_production=registry.production_tag() is not None,
+        has_production=registry.production_loads(settings),
         promote_if_passing=promote_if_passing,
     )
     lifecycle.apply(tag, outcome, decision, champion=None, artifacts_uri=settings.artifacts_uri)

@@ -27,9 +27,10 @@ class Outcome:
 
 
 def decide_first(gate: GateResult, *, has_production: bool, promote_if_passing: bool) -> Outcome:
-    """A model from the training flow: production only if it passes the gate, nothing is in
-    production yet, and the run asked for it. Otherwise it waits as a candidate: a production
-    model is only ever replaced through the challenger gate (retraining)."""
+    """A model from the training flow: production only if it passes the gate, nothing usable is
+    in production (none, or one this version cannot load), and the run asked for it. Otherwise
+    it waits as a candidate: a usable production model is only replaced through the challenger
+    gate (retraining)."""
     reason = "; ".join(gate.reasons)
     if not gate.promote:
         return Outcome("candidate", f"gate failed: {reason}", None)

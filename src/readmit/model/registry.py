@@ -36,6 +36,11 @@ class NoModelError(LookupError):
     """No usable model: none saved yet, none promoted, or the requested tag is unknown."""
 
 
+class IncompatibleModelError(NoModelError):
+    """A stored model this version of readmit cannot load (saved by another version: its
+    classes moved, or its features changed). Handled like a missing model, with the reason."""
+
+
 class RegistryError(RuntimeError):
     """A registry operation is not allowed (e.g. nothing to roll back to)."""
 
@@ -185,6 +190,8 @@ def load_model(tag: str | None = None, settings: Settings | None = None) -> Load
 
     Raises:
         NoModelError: with a message that says why no model can be loaded.
+        IncompatibleModelError: the model was saved by a version of readmit that this one
+            cannot load.
     """
     settings = settings or get_settings()
     state = read_state(settings)
@@ -200,9 +207,33 @@ def load_model(tag: str | None = None, settings: Settings | None = None) -> Load
     except bentoml.exceptions.NotFound as exc:
         raise NoModelError(f"model {wanted!r} is not in the store {settings.bentoml_home}") from exc
     resolved = str(stored.tag)
-    model = joblib.load(stored.path_of(MODEL_FILE))
+    model = _unpickle(stored.path_of(MODEL_FILE), resolved)
     stage = state.stages.get(resolved, stored.info.labels.get("stage", "candidate"))
     return LoadedModel(resolved, model, _lineage(stored), stage)
+
+
+def _unpickle(path: str, tag: str) -> Any:
+    """The fitted pipeline; a clear error when another version of readmit saved it."""
+    try:
+        return joblib.load(path)
+    except (ModuleNotFoundError, ImportError, AttributeError) as exc:
+        raise IncompatibleModelError(
+            f"model {tag} was saved by another version of readmit and cannot be loaded here "
+            f"({exc}); train a new one with `readmit train` (or `make run`): a first model "
+            "that passes the gate replaces a production model that cannot be loaded"
+        ) from exc
+
+
+def production_loads(settings: Settings | None = None) -> bool:
+    """True if there is a production model and this version of readmit can load it."""
+    settings = settings or get_settings()
+    if read_state(settings).production is None:
+        return False
+    try:
+        load_model(read_state(settings).production, settings)
+    except IncompatibleModelError:
+        return False
+    return True
 
 
 def _lineage(stored: Any) -> dict[str, Any]:

@@ -85,3 +85,31 @@ def test_empty_store_imports_production_model_from_artifact_store(
     assert registry.import_production(other) == tag
     assert registry.read_state(other).production == tag
     assert registry.load_model(settings=other).metadata["note"] is None
+
+
+def test_a_model_saved_by_another_version_is_a_clear_error(fresh_settings, monkeypatch):
+    """A model pickled with classes this version no longer has (as every model saved before
+    the library's rooms) is not usable, with the reason and what to do; it never blocks a
+    first model from replacing it."""
+    import sys
+    import types
+
+    old = types.ModuleType("readmit_old_layout")
+
+    class OldModel(LogisticRegression):
+        pass
+
+    OldModel.__module__ = old.__name__
+    OldModel.__qualname__ = "OldModel"
+    old.OldModel = OldModel  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, old.__name__, old)
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    tag = registry.save_model(OldModel().fit(x, (x[:, 0] > 0).astype(int)), {"threshold": 0.2})
+    registry.promote(tag)
+    monkeypatch.delitem(sys.modules, old.__name__)
+    with pytest.raises(registry.IncompatibleModelError, match="another version of readmit"):
+        registry.load_model()
+    assert issubclass(registry.IncompatibleModelError, registry.NoModelError)
+    assert registry.production_tag() == tag and not registry.production_loads()
+    registry.promote(registry.save_model(_model(3), {"threshold": 0.2}))
+    assert registry.production_loads()
