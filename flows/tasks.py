@@ -24,7 +24,7 @@ from prefect.logging import get_logger
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask import DaskTaskRunner
 
-from readmit import data, monitoring, storage
+from readmit import data, monitoring
 from readmit.data import validation
 from readmit.model import evaluate, fanout, lineage, train
 from readmit.schema import LabelDefinition
@@ -44,21 +44,16 @@ def read_batch(uri: str) -> data.RawFile:
 @task(cache_policy=NO_CACHE)
 def validate_batch(batch: data.RawFile, batch_name: str) -> tuple[Any, dict[str, Any]]:
     """Great Expectations gate: a failing batch is quarantined with its report; the flow stops."""
-    settings = get_settings()
-    frame, result = validation.validate_bytes(batch.content)
-    if not result.success:
-        folder = validation.quarantine(
-            batch.raw, result, artifacts_uri=settings.artifacts_uri, batch_name=batch_name
-        )
-        raise validation.ValidationFailed(result, folder)
-    report_dir = settings.layout.validation_dir(validation.utc_stamp(), batch_name)
-    storage.write_json(f"{report_dir}/report.json", result.to_dict())
-    html = validation.render_report_html(result, f"Validation: {batch_name}")
-    storage.write_text(f"{report_dir}/report.html", html)
-    get_run_logger().info(
-        "validation passed: %d expectations on %d rows", result.n_expectations, result.n_rows
+    frame, summary = validation.validate_and_record(
+        batch.content,
+        artifacts_uri=get_settings().artifacts_uri,
+        batch_name=batch_name,
+        raw=batch.raw,
     )
-    return frame, {**result.to_dict(), "report_uri": f"{report_dir}/report.html"}
+    get_run_logger().info(
+        "validation passed: %d expectations on %d rows", summary["n_expectations"], len(frame)
+    )
+    return frame, summary
 
 
 def _label(label: str) -> LabelDefinition:

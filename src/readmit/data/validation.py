@@ -484,9 +484,29 @@ def validate_or_quarantine(
     raw: bytes | None = None,
 ) -> pd.DataFrame:
     """The frame if the batch is valid; otherwise quarantine it and raise `ValidationFailed`."""
+    return _validated(content, artifacts_uri, batch_name, require_label, raw)[0]
+
+
+def validate_and_record(
+    content: bytes, *, artifacts_uri: str, batch_name: str, raw: bytes | None = None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """`validate_or_quarantine` for training data, keeping the evidence of a pass too: the
+    report (JSON and HTML) under `validation/`, and its summary with the report's URL."""
+    frame, result = _validated(content, artifacts_uri, batch_name, True, raw)
+    report_dir = StoreLayout(artifacts_uri).validation_dir(utc_stamp(), batch_name)
+    storage.write_json(f"{report_dir}/report.json", result.to_dict())
+    storage.write_text(
+        f"{report_dir}/report.html", render_report_html(result, f"Validation: {batch_name}")
+    )
+    return frame, {**result.to_dict(), "report_uri": f"{report_dir}/report.html"}
+
+
+def _validated(
+    content: bytes, artifacts_uri: str, batch_name: str, require_label: bool, raw: bytes | None
+) -> tuple[pd.DataFrame, ValidationResult]:
     frame, result = validate_bytes(content, require_label=require_label)
     if result.success and frame is not None:
-        return frame
+        return frame, result
     folder = quarantine(
         content if raw is None else raw, result, artifacts_uri=artifacts_uri, batch_name=batch_name
     )
