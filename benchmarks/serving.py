@@ -34,6 +34,7 @@ from readmit import data, serving
 from readmit.model import registry
 from readmit.ops import deploy, processes
 from readmit.schema import INPUT_COLUMNS
+from readmit.serving import scoring
 from readmit.settings import PROJECT_ROOT, get_settings
 
 HERE = Path(__file__).resolve().parent
@@ -105,7 +106,7 @@ def in_process(model: Any, frame: pd.DataFrame, bodies: list[dict[str, Any]]) ->
         model.predict_proba(frame.iloc[(batches % 2) * 1000 : (batches % 2) * 1000 + 1000])
         batches += 1
     rows_per_s = 10_000 / (time.perf_counter() - t0)
-    scorer = serving.make_scorer(model)
+    scorer = scoring.make_scorer(model)
     records = [serving.encounter_record(serving.predict_request_model()(**b)) for b in bodies[:300]]
     scorer.predict_proba_one(records[0])
     st = []
@@ -319,7 +320,7 @@ def main() -> None:
         model, meta = stand_in_model()
         tag, note = registry.save_model(model, meta, stage="candidate"), "stand-in model"
     loaded = registry.load_model(tag, settings)
-    print(f"model {tag} ({note}); scorer {type(serving.make_scorer(loaded.model)).__name__}")
+    print(f"model {tag} ({note}); scorer {type(scoring.make_scorer(loaded.model)).__name__}")
     frame, bodies = encounter_rows(2000)
     results: dict[str, Any] = {"model_tag": tag, "model_note": note}
     results.update(in_process(loaded.model, frame, bodies))
