@@ -38,6 +38,7 @@ from readmit.serving import scoring
 from readmit.settings import PROJECT_ROOT, get_settings
 
 HERE = Path(__file__).resolve().parent
+KEY = get_settings().pseudonym_key_bytes
 
 
 def encounter_rows(n: int, seed: int = 0) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
@@ -64,13 +65,14 @@ def stand_in_model() -> tuple[Any, dict[str, Any]]:
     from sklearn.pipeline import Pipeline
     from xgboost import XGBClassifier
 
-    from readmit import features
+    from readmit import features, pseudonyms
 
+    key = get_settings().pseudonym_key_bytes
     frame = data.exclude_died_or_hospice(data.read_encounters(get_settings().data_uri).frame)
-    train = data.in_time_order(frame).iloc[:30_000]
+    train = pseudonyms.add_keys(data.in_time_order(frame).iloc[:30_000], key)
     pipe = Pipeline(
         [
-            ("history", features.PatientHistory(salt=get_settings().history_salt)),
+            ("history", features.PatientHistory(pseudonyms.fingerprint(key))),
             ("features", features.EncounterFeatures()),
             ("encode", features.FeatureEncoder()),
             ("model", XGBClassifier(n_estimators=300, max_depth=6, learning_rate=0.05, n_jobs=2)),
@@ -107,7 +109,9 @@ def in_process(model: Any, frame: pd.DataFrame, bodies: list[dict[str, Any]]) ->
         batches += 1
     rows_per_s = 10_000 / (time.perf_counter() - t0)
     scorer = scoring.make_scorer(model)
-    records = [serving.encounter_record(serving.predict_request_model()(**b)) for b in bodies[:300]]
+    records = [
+        serving.encounter_record(serving.predict_request_model()(**b), KEY) for b in bodies[:300]
+    ]
     scorer.predict_proba_one(records[0])
     st = []
     for r in records:

@@ -99,7 +99,14 @@ def served_check(tag: str) -> dict[str, float | bool]:
     rows = scoring.feed_records(holdout.drop(columns=list(OUTCOME_COLUMNS)))
     request = serving.predict_request_model()
     scorer = scoring.make_scorer(scoring.single_threaded(loaded.model))
-    p = np.asarray([scorer.predict_proba_one(serving.encounter_record(request(**r))) for r in rows])
+    p = np.asarray(
+        [
+            scorer.predict_proba_one(
+                serving.encounter_record(request(**r), settings.pseudonym_key_bytes)
+            )
+            for r in rows
+        ]
+    )
     metrics = evaluate.core_metrics(y, p)
     ece = evaluate.calibration_table(y, p)["ece"]
     registered = loaded.metadata["metrics"]

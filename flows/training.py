@@ -154,7 +154,7 @@ def training_flow(
         deploy_promoted: Serve a model this run promoted (deployment flow, blue/green), as
             retraining does for a challenger; on for the stack's `training` deployment.
     """
-    settings, timings = get_settings(), {}
+    settings, timings = get_settings(), lineage.new_timings()
     uri = data_uri or settings.data_uri
     with lineage.timer(timings, "read"):
         batch = read_batch(uri)

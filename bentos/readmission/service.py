@@ -22,7 +22,7 @@ import bentoml
 from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
-from readmit import data, serving
+from readmit import data, pseudonyms, serving
 from readmit.model import registry
 from readmit.serving import prediction_log, runtime, scoring
 from readmit.settings import get_settings
@@ -30,6 +30,7 @@ from readmit.settings import get_settings
 logger = logging.getLogger("readmit.service")
 
 SETTINGS = get_settings()
+KEY = SETTINGS.pseudonym_key_bytes  # pseudonyms of patients and encounters: readmit.pseudonyms
 runtime.install_timeout_fix()  # before BentoML builds the app: see serving_runtime
 EncounterRequest = serving.predict_request_model()
 BatchRequest = serving.batch_request_model(SETTINGS.max_batch_size)
@@ -67,11 +68,12 @@ class Readmission:
         wanted = SETTINGS.model_tag or PACKED_MODEL_TAG
         try:
             self.loaded = registry.load_model(wanted)
+            scoring.require_model_key(self.loaded.model, KEY)
             self.threshold = float(self.loaded.metadata["threshold"])
             self.scorer = scoring.make_scorer(scoring.single_threaded(self.loaded.model))
             # Self-check: a model that cannot score the example encounter is not usable.
             self.scorer.predict_proba_one(serving.example_encounter())
-        except registry.NoModelError as exc:
+        except (registry.NoModelError, pseudonyms.KeyMismatchError) as exc:
             self.not_ready_reason = str(exc)
         except Exception as exc:  # any unusable model: keep serving health, say why
             self.not_ready_reason = f"model {wanted or 'production'} is not usable: {exc!r}"
@@ -131,7 +133,7 @@ class Readmission:
         """Score one encounter (the data set's field names; null = missing)."""
         if self.scorer is None or self.loaded is None:
             return self._unavailable()  # type: ignore[return-value]
-        record = serving.encounter_record(encounter)
+        record = serving.encounter_record(encounter, KEY)
         if self.dispatch is not None:
             probability = await self.dispatch(record)
         else:
@@ -151,7 +153,7 @@ class Readmission:
         """Score up to `max_batch_size` encounters (settings; 1,000 by default) in one call."""
         if self.scorer is None or self.loaded is None:
             return self._unavailable()  # type: ignore[return-value]
-        records = [serving.encounter_record(e) for e in request.encounters]  # type: ignore[attr-defined]
+        records = [serving.encounter_record(e, KEY) for e in request.encounters]  # type: ignore[attr-defined]
         probs, risks = serving.predictions(self.scorer.predict_proba_many(records), self.threshold)
         self._log("predict_batch", records, probs, risks)
         return serving.BatchPrediction(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from readmit.layout import StoreLayout
@@ -44,10 +44,13 @@ class Settings(BaseSettings):
     model_tag: str | None = Field(
         default=None, description="Serve this tag instead of the model labelled production."
     )
-    history_salt: str = Field(
-        default="readmit-local-salt",
-        description="Salt for hashing patient numbers in the patient-history store. Set a "
-        "secret value in production.",
+    pseudonym_key: SecretStr = Field(
+        default=SecretStr("readmit-local-pseudonym-key"),
+        validation_alias=AliasChoices("READMIT_PSEUDONYM_KEY", "READMIT_HISTORY_SALT"),
+        description="Secret key of the patient and encounter pseudonyms (HMAC-SHA256, "
+        "`readmit.pseudonyms`): the service, the prediction log, the outcomes feed and the "
+        "patient-history store. The local default is public: set a secret in production. "
+        "READMIT_HISTORY_SALT is read too, for stacks configured before the rename.",
     )
     reference_fraction: float = Field(
         default=0.6,
@@ -107,6 +110,11 @@ class Settings(BaseSettings):
         "run decided by where keep-alive connections land (all on one worker, or shared). "
         "Re-measure when the scorer changes.",
     )
+
+    @property
+    def pseudonym_key_bytes(self) -> bytes:
+        """The pseudonym key as bytes (`readmit.pseudonyms`)."""
+        return self.pseudonym_key.get_secret_value().encode()
 
     @property
     def layout(self) -> StoreLayout:

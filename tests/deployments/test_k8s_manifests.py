@@ -42,7 +42,7 @@ EXAMPLES = {"secret.example.yaml"}
 USER_PROVIDED_SECRETS = {
     "readmit-postgres": {"password"},
     "readmit-s3": {"access-key-id", "secret-access-key"},
-    "readmit-history": {"salt"},
+    "readmit-pseudonyms": {"key"},
 }
 """Secrets the user creates before applying (secret.example.yaml, deployments/README.md)."""
 

@@ -344,7 +344,7 @@ def test_compose_secrets_come_from_the_environment(compose, services) -> None:
 def test_compose_env_names_are_real_settings(services) -> None:
     names = [key for service in services.values() for key in environment(service)]
     assert unknown_env_names(names) == []
-    assert readmit_env_names() >= {"READMIT_ARTIFACTS_URI", "READMIT_HISTORY_SALT"}  # sanity
+    assert readmit_env_names() >= {"READMIT_ARTIFACTS_URI", "READMIT_PSEUDONYM_KEY"}  # sanity
 
 
 def test_compose_urls_point_at_compose_services(services) -> None:

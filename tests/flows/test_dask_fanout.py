@@ -64,7 +64,7 @@ def test_training_flow_searches_on_a_local_dask_cluster(harness, fresh_settings,
 def test_fanout_cv_equals_the_sequential_search(harness, cluster, sample_frame):
     address, worker_pids = cluster
     cohort = data.exclude_died_or_hospice(sample_frame).reset_index(drop=True)
-    prepared = train.prepare_training(cohort, seed=7, history_salt="fanout-test")
+    prepared = train.prepare_training(cohort, seed=7, pseudonym_key=b"fanout-test")
     encoded = fanout.encode_folds(prepared)
     candidates = train.candidate_list(seed=7, n_iter=4)
 

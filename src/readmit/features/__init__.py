@@ -7,8 +7,8 @@ store), and a parity test on real rows keeps the two modes equal.
 
 Leakage rules (see DESIGN.md and `KNOWN_AT_PREDICTION`): patient history only ever uses EARLIER
 encounters held in the patient-history store (encounter_id order is the time proxy), never an
-outcome and never another row of the input; patients are only known by a salted hash of
-`patient_nbr`.
+outcome and never another row of the input; patients and encounters are only known by their
+keyed pseudonyms (`readmit.pseudonyms`).
 """
 
 from readmit.features.common import (
@@ -31,7 +31,6 @@ from readmit.features.history import (
     OutcomeInInputError,
     PatientHistory,
     reject_outcomes,
-    salted_hash,
 )
 from readmit.features.icd9 import ICD9_GROUPS, icd9_category, icd9_code, icd9_group
 
@@ -55,5 +54,4 @@ __all__ = [
     "make_label",
     "reject_outcomes",
     "require_columns",
-    "salted_hash",
 ]

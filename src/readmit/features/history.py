@@ -1,13 +1,13 @@
 """Patient history under the one rule of what is known at prediction time.
 
-Patients are only known by a salted hash of `patient_nbr`; history only ever uses EARLIER
-encounters held in the patient-history store (encounter_id order is the time proxy), never an
-outcome and never another row of the input.
+Patients and encounters are only known by their keyed pseudonyms (`readmit.pseudonyms`,
+columns `patient_key` / `encounter_key`); history only ever uses EARLIER encounters held in the
+patient-history store (encounter_id order is the time proxy), never an outcome and never another
+row of the input.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from readmit.features.common import is_missing
+from readmit.pseudonyms import ENCOUNTER_KEY, PATIENT_KEY
 from readmit.schema import OUTCOME_COLUMNS
 
 KNOWN_AT_PREDICTION = """What is known about an encounter when it is scored: the one rule.
@@ -88,19 +89,6 @@ def advance(state: HistoryState, entry: Entry) -> HistoryState:
     )
 
 
-def salted_hash(salt: str, value: Any, purpose: bytes) -> int | None:
-    """Keyed blake2b (64 bit) of an identifier; None when the identifier is missing.
-
-    `purpose` separates the patient and encounter key spaces. The raw value is never kept.
-    """
-    if is_missing(value):
-        return None
-    digest = hashlib.blake2b(
-        str(int(value)).encode(), key=salt.encode()[:64], person=purpose, digest_size=8
-    )
-    return int.from_bytes(digest.digest(), "little")
-
-
 def _int(value: Any) -> int:
     return 0 if is_missing(value) else int(value)
 
@@ -119,31 +107,33 @@ def record_entry(record: Mapping[str, Any]) -> Entry:
 class PatientHistory(TransformerMixin, BaseEstimator):
     """Appends `HISTORY_FEATURES` under `KNOWN_AT_PREDICTION`: the patient-history store only.
 
-    `fit` learns the store from the training frame: per salted patient hash, the running history
-    before each of its encounters (encounter_id order), and a salted encounter hash -> position
-    index. Neither raw patient numbers nor encounter ids are stored. At transform time a row's
-    history is:
+    Rows carry keyed pseudonyms (`patient_key`, `encounter_key`: `readmit.pseudonyms`), never
+    raw identifiers, and the key itself never enters the model: only its `key_fingerprint`, so
+    a process with another key can refuse the model. `fit` learns the store from the training
+    frame: per patient key, the running history before each of its encounters (encounter_id
+    order when the frame still has it, else row order), and an encounter key -> position index.
+    At transform time a row's history is:
 
     * a stored encounter (seen in fit): the stored history before it, so transforming the
       training frame, or any part of it, reproduces the history training used;
     * a new encounter of a known patient: everything stored for the patient (new encounters are
       assumed later than the data the model saw);
-    * an unknown patient, or no `patient_nbr`: no history.
+    * an unknown patient, or no patient key: no history.
 
     Each row is looked up on its own: other rows of the input never count, and no outcome does.
 
     Args:
-        salt: Secret salt of the patient/encounter hashes (`settings.history_salt`).
+        key_fingerprint: `pseudonyms.fingerprint` of the key the rows were keyed with.
     """
 
-    def __init__(self, salt: str = "readmit") -> None:
-        self.salt = salt
+    def __init__(self, key_fingerprint: str | None = None) -> None:
+        self.key_fingerprint = key_fingerprint
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> PatientHistory:
-        """Build the history store from the encounters in `X` (needs ids; else an empty store)."""
-        self.store_: dict[int, list[HistoryState]] = {}
-        self.encounter_index_: dict[int, tuple[int, int]] = {}
-        if {"patient_nbr", "encounter_id"} <= set(X.columns):
+        """Build the history store from the encounters in `X` (needs keys; else an empty store)."""
+        self.store_: dict[str, list[HistoryState]] = {}
+        self.encounter_index_: dict[str, tuple[str, int]] = {}
+        if {PATIENT_KEY, ENCOUNTER_KEY} <= set(X.columns):
             pkeys, ekeys = self._keys(X)
             entries = frame_entries(X)
             for i in np.argsort(_order_values(X), kind="stable"):
@@ -151,25 +141,21 @@ class PatientHistory(TransformerMixin, BaseEstimator):
         self.n_stored_ = len(self.encounter_index_)
         return self
 
-    def _store_row(self, pkey: int | None, ekey: int | None, entry: Entry) -> None:
+    def _store_row(self, pkey: str | None, ekey: str | None, entry: Entry) -> None:
         if pkey is None or ekey is None or ekey in self.encounter_index_:
             return
         states = self.store_.setdefault(pkey, [NO_HISTORY])
         self.encounter_index_[ekey] = (pkey, len(states) - 1)
         states.append(advance(states[-1], entry))
 
-    def _keys(self, X: pd.DataFrame) -> tuple[list[int | None], list[int | None]]:
-        return (
-            _hash_column(X, "patient_nbr", self.salt, b"patient"),
-            _hash_column(X, "encounter_id", self.salt, b"encounter"),
-        )
+    @staticmethod
+    def _keys(X: pd.DataFrame) -> tuple[list[str | None], list[str | None]]:
+        return (_key_list(X, PATIENT_KEY), _key_list(X, ENCOUNTER_KEY))
 
-    def record_keys(self, record: Mapping[str, Any]) -> tuple[int | None, int | None]:
-        """Salted (patient, encounter) keys of one record dict; None where absent."""
-        return (
-            salted_hash(self.salt, record.get("patient_nbr"), b"patient"),
-            salted_hash(self.salt, record.get("encounter_id"), b"encounter"),
-        )
+    @staticmethod
+    def record_keys(record: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        """(patient, encounter) keys of one pseudonymised record; None where absent."""
+        return (record.get(PATIENT_KEY), record.get(ENCOUNTER_KEY))
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         """The frame with the history columns appended (rows and order unchanged)."""
@@ -183,12 +169,12 @@ class PatientHistory(TransformerMixin, BaseEstimator):
         return out
 
     def history(
-        self, pkeys: Sequence[int | None], ekeys: Sequence[int | None]
+        self, pkeys: Sequence[str | None], ekeys: Sequence[str | None]
     ) -> list[HistoryState]:
         """History before each row: the one implementation behind batch and per-record paths."""
         return [self.lookup(pkey, ekey) for pkey, ekey in zip(pkeys, ekeys, strict=True)]
 
-    def lookup(self, pkey: int | None, ekey: int | None) -> HistoryState:
+    def lookup(self, pkey: str | None, ekey: str | None) -> HistoryState:
         """History of one encounter from the store alone (see the class docstring)."""
         if pkey is None:
             return NO_HISTORY
@@ -222,17 +208,14 @@ def frame_entries(X: pd.DataFrame) -> list[Entry]:
 
 
 def _order_values(X: pd.DataFrame) -> np.ndarray:
-    """encounter_id as float (time order); NaN when missing."""
+    """encounter_id as float (time order) when present, else the row order."""
+    if "encounter_id" not in X:
+        return np.arange(len(X), dtype="float64")
     return pd.to_numeric(X["encounter_id"], errors="coerce").astype("float64").to_numpy()
 
 
-def _hash_column(X: pd.DataFrame, column: str, salt: str, purpose: bytes) -> list[int | None]:
-    """Salted hashes of an id column (each distinct value hashed once); Nones if absent."""
+def _key_list(X: pd.DataFrame, column: str) -> list[str | None]:
+    """A pseudonym column as a list (None where missing or absent)."""
     if column not in X:
         return [None] * len(X)
-    codes, uniques = pd.factorize(X[column].to_numpy(dtype=object), use_na_sentinel=True)
-    hashed = [salted_hash(salt, v, purpose) for v in uniques]
-    return [hashed[c] if c >= 0 else None for c in codes]
-
-
-# --------------------------------------------------------------------------------------------
+    return [None if is_missing(v) else str(v) for v in X[column].to_numpy(dtype=object)]

@@ -60,6 +60,11 @@ def summarize_encounters(frame: pd.DataFrame) -> dict[str, Any]:
 VALIDATION_KEYS = ("success", "n_rows", "n_expectations")
 
 
+def new_timings() -> dict[str, float]:
+    """An empty step -> seconds table (for `timer`)."""
+    return {}
+
+
 @contextmanager
 def timer(timings: dict[str, float], step: str) -> Iterator[None]:
     """Record the wall time of a step (seconds) into `timings[step]`."""

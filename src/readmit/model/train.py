@@ -42,6 +42,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from readmit import pseudonyms
 from readmit.features import EncounterFeatures, FeatureEncoder, PatientHistory, make_label
 from readmit.model.evaluate import max_f1_threshold
 from readmit.schema import LabelDefinition
@@ -143,11 +144,13 @@ TARGET_SMOOTHING = 100.0
 
 
 def build_preprocessor(
-    salt: str, min_frequency: int = 300, target_columns: tuple[str, ...] = TARGET_COLUMNS
+    key_fingerprint: str | None,
+    min_frequency: int = 300,
+    target_columns: tuple[str, ...] = TARGET_COLUMNS,
 ) -> list[tuple[str, Any]]:
-    """Unfitted feature steps: patient history, encounter features, dense encoder."""
+    """Unfitted feature steps: patient history (keyed pseudonyms), encounter features, encoder."""
     return [
-        ("history", PatientHistory(salt=salt)),
+        ("history", PatientHistory(key_fingerprint=key_fingerprint)),
         (
             "encounter",
             EncounterFeatures(icd9_codes=any(c.endswith("_code") for c in target_columns)),
@@ -669,18 +672,25 @@ def prepare_training(
     label: LabelDefinition = "<30",
     seed: int = 42,
     n_splits: int = 3,
-    history_salt: str | None = None,
+    pseudonym_key: bytes | None = None,
     min_frequency: int | None = None,
 ) -> Prepared:
-    """Labels, label-free features (computed once, see module doc) and patient-grouped folds."""
-    if history_salt is None:
+    """Labels, label-free features (computed once, see module doc) and patient-grouped folds.
+
+    The frame is keyed on arrival (`pseudonyms.add_keys`): the history store holds pseudonyms
+    and the key's fingerprint, never the key or a raw identifier.
+    """
+    if pseudonym_key is None:
         from readmit.settings import get_settings
 
-        history_salt = get_settings().history_salt
+        pseudonym_key = get_settings().pseudonym_key_bytes
     y = make_label(train_frame, label).astype(np.int64)
     groups = train_frame["patient_nbr"].to_numpy()
-    steps = build_preprocessor(history_salt, min_frequency or auto_min_frequency(len(y)))
-    feature_steps, features = fit_label_free_steps(steps[:-1], train_frame)
+    steps = build_preprocessor(
+        pseudonyms.fingerprint(pseudonym_key), min_frequency or auto_min_frequency(len(y))
+    )
+    keyed = pseudonyms.add_keys(train_frame, pseudonym_key)
+    feature_steps, features = fit_label_free_steps(steps[:-1], keyed)
     folds = grouped_folds(train_frame, y, n_splits, seed)
     return Prepared(y, groups, folds, [*feature_steps, steps[-1]], features, label, seed)
 
@@ -738,7 +748,7 @@ def train_models(
     n_iter: int = DEFAULT_N_ITER,
     n_jobs: int = DEFAULT_N_JOBS,
     n_splits: int = 3,
-    history_salt: str | None = None,
+    pseudonym_key: bytes | None = None,
     min_frequency: int | None = None,
 ) -> TrainingResult:
     """Fit the feature pipeline, tune XGBoost on patient-grouped CV, fit the LR baseline.
@@ -755,7 +765,7 @@ def train_models(
         n_iter: Maximum number of candidates (the budget usually binds first).
         n_jobs: Threads for XGBoost (the machine has 2 cores).
         n_splits: Patient-grouped folds.
-        history_salt: Salt of the patient-history hashes; default `settings.history_salt`.
+        pseudonym_key: Key of the patient and encounter pseudonyms; default from settings.
         min_frequency: Rows a category needs for its own indicator; default scales with size.
     """
     timings: dict[str, float] = {}
@@ -765,7 +775,7 @@ def train_models(
         label=label,
         seed=seed,
         n_splits=n_splits,
-        history_salt=history_salt,
+        pseudonym_key=pseudonym_key,
         min_frequency=min_frequency,
     )
     fold_data, lr_oof, lr_fold_auc = prepare_folds(

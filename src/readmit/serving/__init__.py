@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from readmit import pseudonyms
 from readmit.schema import (
     COLUMN_BY_NAME,
     ID_COLUMNS,
@@ -144,9 +145,11 @@ class ModelInfo(BaseModel):
 # --------------------------------------------------------------------------- records and scoring
 
 
-def encounter_record(request: BaseModel) -> dict[str, Any]:
-    """Request model -> raw record keyed by the data set's names (None = missing, like `?`)."""
-    return request.model_dump(by_alias=True)
+def encounter_record(request: BaseModel, key: bytes) -> dict[str, Any]:
+    """Request model -> record keyed by the data set's names (None = missing, like `?`), its
+    identifiers pseudonymised on arrival (`readmit.pseudonyms`): nothing after this line sees
+    a raw `patient_nbr` or `encounter_id`."""
+    return pseudonyms.pseudonymise_record(request.model_dump(by_alias=True), key)
 
 
 ADAPTIVE_MAX_BATCH = 64

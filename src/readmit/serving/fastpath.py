@@ -31,9 +31,10 @@ REQUIRED_FIELDS = tuple(c for c in INPUT_COLUMNS if not COLUMN_BY_NAME[c].nullab
 class RecordScorer:
     """Scores raw encounter dicts (data-set field names, None = missing) without pandas.
 
-    Records may carry `patient_nbr` / `encounter_id`: history from the model's patient-history
-    store (unknown patient = no history). Each record is scored on its own
-    (`features.KNOWN_AT_PREDICTION`): other records of a batch never change its probability.
+    Records may carry `patient_key` / `encounter_key` (pseudonymised on arrival, never raw
+    identifiers): history from the model's patient-history store (unknown patient = no
+    history). Each record is scored on its own (`features.KNOWN_AT_PREDICTION`): other records
+    of a batch never change its probability.
     """
 
     def __init__(
@@ -55,6 +56,11 @@ class RecordScorer:
             absent = [f for f in REQUIRED_FIELDS if f not in record]
             if absent:
                 raise ValueError(f"record {i}: missing required fields: {', '.join(absent)}")
+            if "patient_nbr" in record or "encounter_id" in record:
+                raise ValueError(
+                    f"record {i} carries raw identifiers: pseudonymise records on arrival "
+                    "(readmit.serving.scoring.pseudonymised) before scoring"
+                )
         rows = []
         for record in records:
             state = self.history.lookup(*self.history.record_keys(record))

@@ -3,8 +3,9 @@ batch scoring (`readmit score`), evaluation (registered metrics) and monitoring.
 
 A feed row is scored by the scorer the service uses (`make_scorer`: the per-record fast path,
 else the batch pipeline on a frame), one record at a time, under
-`features.KNOWN_AT_PREDICTION`: identifiers are used only to look the patient up in the
-history store, and an outcome column in the input is an error, never a feature.
+`features.KNOWN_AT_PREDICTION`. Identifiers are pseudonymised on arrival (`pseudonymised`):
+scorers take `patient_key` / `encounter_key`, only to look the patient up in the history store,
+and refuse raw identifiers. An outcome column in the input is an error, never a feature.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pandas as pd
 
+from readmit import pseudonyms
 from readmit.data import coerce_types
-from readmit.features import reject_outcomes
+from readmit.features import PatientHistory, reject_outcomes
 from readmit.schema import ID_COLUMNS, INPUT_COLUMNS
 
 if TYPE_CHECKING:
@@ -40,12 +42,43 @@ def feed_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return values.where(values.notna(), None).to_dict("records")  # type: ignore[return-value]
 
 
+def pseudonymised(records: Sequence[Mapping[str, Any]], key: bytes) -> list[dict[str, Any]]:
+    """Records as they arrive: raw identifiers replaced by their keyed pseudonyms."""
+    return [pseudonyms.pseudonymise_record(record, key) for record in records]
+
+
+def require_keyed(records: Sequence[Mapping[str, Any]]) -> None:
+    """Raise ValueError if a record still carries a raw identifier (not pseudonymised)."""
+    for i, record in enumerate(records):
+        raw = [c for c in ID_COLUMNS if c in record]
+        if raw:
+            raise ValueError(
+                f"record {i} carries raw identifiers ({', '.join(raw)}): pseudonymise records "
+                "on arrival (readmit.serving.scoring.pseudonymised) before scoring"
+            )
+
+
 def records_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """Records -> the frame the batch pipeline takes (schema dtypes); identifiers kept when any
-    record carries them."""
-    ids = [c for c in ID_COLUMNS if any(r.get(c) is not None for r in records)]
-    frame = pd.DataFrame.from_records(list(records), columns=[*INPUT_COLUMNS, *ids])
+    """Pseudonymised records -> the frame the batch pipeline takes (schema dtypes); the
+    pseudonym columns kept when any record carries them."""
+    require_keyed(records)
+    keys = [c for c in pseudonyms.KEY_COLUMNS if any(r.get(c) is not None for r in records)]
+    frame = pd.DataFrame.from_records(list(records), columns=[*INPUT_COLUMNS, *keys])
     return coerce_types(frame)
+
+
+def history_step(model: Any) -> PatientHistory | None:
+    """The model's patient-history step, if it has one."""
+    for _, step in getattr(model, "steps", []):
+        if isinstance(step, PatientHistory):
+            return step
+    return None
+
+
+def require_model_key(model: Any, key: bytes) -> None:
+    """Refuse a model whose history store was keyed with another key (`KeyMismatchError`)."""
+    step = history_step(model)
+    pseudonyms.require_same_key(getattr(step, "key_fingerprint", None), key)
 
 
 class Scorer(Protocol):
@@ -98,15 +131,22 @@ def make_scorer(model: Any) -> Scorer:
 
 
 def served_probabilities(
-    model: Any, frame: pd.DataFrame, scorer: Scorer | None = None
+    model: Any, frame: pd.DataFrame, scorer: Scorer | None = None, key: bytes | None = None
 ) -> np.ndarray:
-    """Probabilities of raw feed rows exactly as the service would return them.
+    """Probabilities of raw feed rows exactly as the service would return them: the rows'
+    identifiers pseudonymised with `key` (default: the settings' key) on arrival.
 
     Raises:
         OutcomeInInputError: the frame carries an outcome column (drop it first: evaluation
             keeps its labels apart from what it scores).
+        KeyMismatchError: the model was keyed with another pseudonym key.
     """
-    records = feed_records(frame)
+    if key is None:
+        from readmit.settings import get_settings
+
+        key = get_settings().pseudonym_key_bytes
+    require_model_key(model, key)
+    records = pseudonymised(feed_records(frame), key)
     if not records:
         return np.zeros(0, dtype=np.float64)
     scorer = scorer or make_scorer(model)

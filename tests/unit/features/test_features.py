@@ -16,7 +16,7 @@ from sklearn.utils.estimator_checks import (
     check_parameters_default_constructible,
 )
 
-from readmit import data
+from readmit import data, pseudonyms
 from readmit.features import (
     HISTORY_FEATURES,
     EncounterFeatures,
@@ -50,9 +50,17 @@ def frame_of(*rows: dict[str, Any]) -> pd.DataFrame:
     return data.coerce_types(pd.DataFrame(list(rows), columns=list(RAW_COLUMNS)))
 
 
+KEY = b"feature-test-key"
+
+
+def keyed(frame: pd.DataFrame, key: bytes = KEY) -> pd.DataFrame:
+    """The frame as training and serving see it: identifiers pseudonymised on arrival."""
+    return pseudonyms.add_keys(frame, key)
+
+
 def history(frame: pd.DataFrame, model: PatientHistory | None = None) -> pd.DataFrame:
-    model = model or PatientHistory(salt="test").fit(frame.iloc[:0])
-    return model.transform(frame)[list(HISTORY_FEATURES)]
+    model = model or PatientHistory().fit(frame.iloc[:0])
+    return model.transform(keyed(frame))[list(HISTORY_FEATURES)]
 
 
 # ---------------------------------------------------------------- definitions
@@ -136,16 +144,14 @@ def test_encoder_is_dense_and_buckets_rare_and_unknown_categories() -> None:
     np.testing.assert_array_equal(encoder.encode_record(record), matrix[0])
 
 
-@pytest.mark.parametrize(
-    "estimator", [PatientHistory(salt="s"), EncounterFeatures(), FeatureEncoder()]
-)
+@pytest.mark.parametrize("estimator", [PatientHistory(), EncounterFeatures(), FeatureEncoder()])
 def test_sklearn_contract(estimator: Any) -> None:
     name = type(estimator).__name__
     check_no_attributes_set_in_init(name, estimator)
     check_parameters_default_constructible(name, estimator)
     check_get_params_invariance(name, estimator)
     frame = frame_of(raw_row())
-    fitted = PatientHistory(salt="s").fit(frame)
+    fitted = PatientHistory("fingerprint").fit(keyed(frame))
     assert fitted.fit(frame) is fitted
     assert not hasattr(clone(fitted), "store_")
 
@@ -159,7 +165,7 @@ def patient_rows(*encounters: tuple[int, str], patient: int = 7) -> list[dict[st
 
 def stored(*rows: dict[str, Any]) -> PatientHistory:
     """A patient-history store fitted on rows (what training does)."""
-    return PatientHistory(salt="test").fit(frame_of(*rows))
+    return PatientHistory(pseudonyms.fingerprint(KEY)).fit(keyed(frame_of(*rows)))
 
 
 def test_history_counts_only_earlier_stored_encounters() -> None:
@@ -199,7 +205,7 @@ def test_other_rows_of_the_input_never_count() -> None:
 
 def test_store_gives_history_to_new_encounters_without_double_counting() -> None:
     train = frame_of(*patient_rows((10, "<30"), (20, "NO")))
-    store = PatientHistory(salt="test").fit(train)
+    store = PatientHistory().fit(keyed(train))
     # Transforming the training frame reproduces its own history (no double count).
     assert history(train, store)["hist_n_prior"].tolist() == [0, 1]
     # A new encounter of a known patient sees both stored ones, and only those.
@@ -212,7 +218,7 @@ def test_store_gives_history_to_new_encounters_without_double_counting() -> None
 
 
 def test_no_identifiers_means_no_history() -> None:
-    store = PatientHistory(salt="test").fit(frame_of(*patient_rows((10, "<30"), (20, "NO"))))
+    store = stored(*patient_rows((10, "<30"), (20, "NO")))
     request = frame_of(raw_row(encounter_id=30, patient_nbr=7)).drop(
         columns=["patient_nbr", "encounter_id", "readmitted"]
     )
@@ -222,17 +228,27 @@ def test_no_identifiers_means_no_history() -> None:
     assert history(known, store)["hist_n_prior"].tolist() == [2]
 
 
-def test_store_keeps_salted_hashes_never_raw_patient_numbers() -> None:
+def test_store_keeps_pseudonyms_never_raw_numbers_nor_the_key() -> None:
     patients = [123456789, 98765432, 55555]
     rows = [raw_row(encounter_id=i + 1, patient_nbr=p) for i, p in enumerate(patients)]
-    store = PatientHistory(salt="pepper").fit(frame_of(*rows))
-    assert not set(store.store_) & set(patients)
+    store = stored(*rows)
+    assert set(store.store_) == {pseudonyms.pseudonym(KEY, "patient_nbr", p) for p in patients}
     blob = pickle.dumps(store)
     for p in patients:
         assert str(p).encode() not in blob
         assert struct.pack("<i", p) not in blob and struct.pack("<q", p) not in blob
-    other_salt = PatientHistory(salt="salt").fit(frame_of(*rows))
-    assert set(other_salt.store_).isdisjoint(store.store_)
+    assert KEY not in blob and store.key_fingerprint == pseudonyms.fingerprint(KEY)
+    other_key = PatientHistory().fit(keyed(frame_of(*rows), b"another-key"))
+    assert set(other_key.store_).isdisjoint(store.store_)
+
+
+def test_raw_identifiers_alone_give_no_history() -> None:
+    """The store is indexed by pseudonyms only: a frame that was not keyed on arrival finds
+    nothing (scorers refuse such records outright: tests/unit/serving)."""
+    rows = patient_rows((10, "<30"), (20, "NO"))
+    store = stored(*rows)
+    raw = store.transform(frame_of(*patient_rows((30, "NO"))))
+    assert raw["hist_n_prior"].tolist() == [0]
 
 
 # ---------------------------------------------------------------- target encoding

@@ -56,7 +56,7 @@ def test_grouped_folds_never_split_a_patient(sample_frame: pd.DataFrame) -> None
 def trained(sample_frame: pd.DataFrame) -> tuple[train.TrainingResult, pd.DataFrame]:
     cohort = data.exclude_died_or_hospice(sample_frame)
     train_frame, holdout = data.split_by_patient(cohort, 0.25, seed=42)
-    result = train.train_models(train_frame, search_budget_s=1.0, n_iter=3, history_salt="t")
+    result = train.train_models(train_frame, search_budget_s=1.0, n_iter=3)
     return result, holdout
 
 

@@ -9,16 +9,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from readmit import data
+from readmit import data, pseudonyms
 from readmit.model import train
 from readmit.schema import INPUT_COLUMNS
 from readmit.serving import fastpath
 
+KEY = b"fp"
+
 
 def records_of(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as a hospital system would send them: field names as in the data set, None = missing."""
+    """Rows as a hospital system sends them (field names as in the data set, None = missing),
+    pseudonymised on arrival as the service does."""
     return [
-        {k: (None if v is pd.NA else v) for k, v in row.items()}
+        pseudonyms.pseudonymise_record(
+            {k: (None if v is pd.NA else v) for k, v in row.items()}, KEY
+        )
         for row in frame.to_dict(orient="records")
     ]
 
@@ -27,12 +32,12 @@ def records_of(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def fitted(sample_frame: pd.DataFrame) -> tuple[train.TrainingResult, pd.DataFrame, pd.DataFrame]:
     cohort = data.exclude_died_or_hospice(sample_frame)
     train_frame, holdout = data.split_by_patient(cohort, 0.2, seed=42)
-    result = train.train_models(train_frame, search_budget_s=1.0, n_iter=2, history_salt="fp")
+    result = train.train_models(train_frame, search_budget_s=1.0, n_iter=2, pseudonym_key=KEY)
     return result, train_frame, holdout
 
 
 def _batch(model: Any, frame: pd.DataFrame) -> np.ndarray:
-    return np.asarray(model.predict_proba(frame))[:, 1]
+    return np.asarray(model.predict_proba(pseudonyms.add_keys(frame, KEY)))[:, 1]
 
 
 def test_parity_with_the_batch_pipeline_on_real_rows(fitted) -> None:

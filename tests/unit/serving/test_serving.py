@@ -10,25 +10,30 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from readmit import serving
+from readmit import pseudonyms, serving
 from readmit.data import parse_encounters, to_csv_bytes
 from readmit.schema import INPUT_COLUMNS
 from readmit.serving import scoring
 
+KEY = b"unit-test-key"
+
 
 def test_example_encounter_is_valid_and_complete() -> None:
     model = serving.predict_request_model()
-    record = serving.encounter_record(model(**serving.example_encounter()))
+    record = serving.encounter_record(model(**serving.example_encounter()), KEY)
     assert list(record)[: len(INPUT_COLUMNS)] == list(INPUT_COLUMNS)
-    assert record["patient_nbr"] is None and record["glyburide-metformin"] == "No"
+    assert record["patient_key"] is None and record["glyburide-metformin"] == "No"
+    assert "patient_nbr" not in record and "encounter_id" not in record
 
 
 def test_request_model_takes_feed_identifiers_but_only_whole_numbers() -> None:
     model = serving.predict_request_model()
     record = serving.encounter_record(
-        model(**serving.example_encounter(), encounter_id=5, patient_nbr=7)
+        model(**serving.example_encounter(), encounter_id=5, patient_nbr=7), KEY
     )
-    assert (record["encounter_id"], record["patient_nbr"]) == (5, 7)
+    assert "encounter_id" not in record and "patient_nbr" not in record
+    assert record["encounter_key"] == pseudonyms.pseudonym(KEY, "encounter_id", 5)
+    assert record["patient_key"] == pseudonyms.pseudonym(KEY, "patient_nbr", 7)
     for name in ("encounter_id", "patient_nbr"):
         for odd in (2**63, 12.5, 12.0, "123", -4, 0, True):
             with pytest.raises(ValidationError, match=name):
@@ -38,7 +43,7 @@ def test_request_model_takes_feed_identifiers_but_only_whole_numbers() -> None:
 def test_missing_mark_of_the_data_set_reads_as_null() -> None:
     model = serving.predict_request_model()
     row = {**serving.example_encounter(), "weight": "?", "payer_code": "?"}
-    record = serving.encounter_record(model(**row))
+    record = serving.encounter_record(model(**row), KEY)
     assert record["weight"] is None and record["payer_code"] is None
 
 
