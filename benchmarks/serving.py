@@ -281,7 +281,7 @@ def bento_env(run_dir: Path, workers: int, adaptive: bool) -> dict[str, str]:
     return {
         "READMIT_SERVE_WORKERS": str(workers),
         "READMIT_ADAPTIVE_BATCHING": str(adaptive).lower(),
-        "READMIT_PREDICTION_LOG_DIR": str(run_dir / f"plogs-{config_name(workers, adaptive)}"),
+        "READMIT_PREDICTION_LOG_URI": str(run_dir / f"plogs-{config_name(workers, adaptive)}"),
     }
 
 

@@ -46,11 +46,7 @@ model_app = FastAPI(title="readmission model info")
     workers=SETTINGS.serve_workers,
     traffic={"timeout": 60},
     metrics={"enabled": True},
-    monitoring={
-        "enabled": True,
-        "type": "readmit.serving.prediction_log.BufferedMonitor",
-        "options": {"log_path": str(serving.prediction_log_dir(SETTINGS))},
-    },
+    monitoring=serving.monitoring_config(SETTINGS),
 )
 class Readmission:
     """Scores encounters with one model, loaded once per worker."""
@@ -60,6 +56,7 @@ class Readmission:
     def __init__(self) -> None:
         serving.hide_rejected_input()
         self.metrics = serving.service_metrics()
+        prediction_log.add_loss_listener(self.metrics.log_rows_lost.inc)
         self.loaded: registry.LoadedModel | None = None
         self.scorer: scoring.Scorer | None = None
         self.threshold = 0.5
@@ -101,8 +98,8 @@ class Readmission:
         )
 
     @bentoml.on_shutdown
-    def write_queued_prediction_logs(self) -> None:
-        """Prediction-log rows are queued in memory (readmit.serving.prediction_log): write them."""
+    def ship_queued_prediction_logs(self) -> None:
+        """Prediction-log rows are queued in memory (readmit.serving.prediction_log): ship them."""
         prediction_log.close_all()
 
     def __is_ready__(self) -> bool:
@@ -115,7 +112,7 @@ class Readmission:
     def _log(
         self, endpoint: str, records: list[dict[str, Any]], probs: list[float], risks: list[str]
     ) -> None:
-        """Metrics, and the prediction log (queued in memory: `readmit.serving.prediction_log`)."""
+        """Metrics, and the prediction log (queued, then shipped: serving.prediction_log)."""
         assert self.loaded is not None
         serving.observe_predictions(self.metrics, endpoint, probs, risks)
         with bentoml.monitor(serving.MONITOR_NAME) as mon:

@@ -8,6 +8,7 @@ same table, and a test keeps the two equal (`LAYOUT`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 LAYOUT: tuple[tuple[str, str], ...] = (
     ("validation/<utc time>-<batch>/report.json|report.html", "every validated batch"),
@@ -29,8 +30,15 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     ("registry/<model name>/<version>.bentomodel", "every registered model, exported"),
     ("monitoring/reports/<batch>/drift.json|drift.html", "drift report of each monitored batch"),
     ("monitoring/state.json", "monitoring state: last event, labelled batches assessed"),
+    (
+        "monitoring/bad_chunks/<utc date>/<chunk>, <chunk>.reason.json",
+        "prediction-log chunks that could not be read, set aside with the reason",
+    ),
     ("audit/audit.jsonl", "every lifecycle decision, appended"),
-    ("prediction_logs/", "the service's prediction logs (local stores only)"),
+    (
+        "prediction_logs/<utc date>/<utc time>-<pod>-w<worker>-p<pid>-<seq>.jsonl.gz",
+        "the service's prediction log: append-only chunks, one per flush per worker and pod",
+    ),
 )
 """(path, what it holds): the README's table, kept equal to it by a test."""
 
@@ -85,10 +93,30 @@ class StoreLayout:
         """The monitoring flow's state between runs."""
         return self.path("monitoring", "state.json")
 
+    def bad_chunks_dir(self) -> str:
+        """Prediction-log chunks set aside by monitoring (unreadable), with their reasons."""
+        return self.path("monitoring", "bad_chunks")
+
     def audit_log(self) -> str:
         """The append-only audit log of lifecycle decisions."""
         return self.path("audit", "audit.jsonl")
 
     def prediction_logs(self) -> str:
-        """The service's prediction logs (meaningful for a local store only)."""
+        """The service's prediction log chunks (one folder per UTC day)."""
         return self.path("prediction_logs")
+
+    def prediction_log_chunk(self, first_row: datetime, writer: str, seq: int) -> str:
+        """One shipped prediction-log chunk (`chunk_relpath`)."""
+        return self.path("prediction_logs", chunk_relpath(first_row, writer, seq))
+
+
+CHUNK_SUFFIX = ".jsonl.gz"
+
+
+def chunk_relpath(first_row: datetime, writer: str, seq: int) -> str:
+    """A prediction-log chunk below the log folder: named by its first row's UTC time, so names
+    sort by time, then by writer and sequence, so no two writers (pods, workers, restarts)
+    collide."""
+    stamp = first_row.astimezone(UTC)
+    name = f"{stamp.strftime('%Y%m%dT%H%M%S.%fZ')}-{writer}-{seq:06d}{CHUNK_SUFFIX}"
+    return f"{stamp.strftime('%Y-%m-%d')}/{name}"

@@ -90,10 +90,17 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         default=4 * 1024 * 1024, gt=0, description="Largest request body the service reads."
     )
-    prediction_log_dir: str | None = Field(
+    prediction_log_uri: str | None = Field(
         default=None,
-        description="Local folder of the service's prediction logs (bentoml.monitor); unset: "
-        "<artifacts>/prediction_logs for a local artifact store, else .run/prediction_logs.",
+        description="Where the service ships its prediction-log chunks (a folder or fsspec URL, "
+        "S3 included); unset: <artifacts>/prediction_logs, where monitoring reads them.",
+    )
+    log_flush_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often each service worker ships its queued prediction-log rows as one "
+        "chunk: the most a hard kill (SIGKILL, OOM) can lose, and part of the delay from a "
+        "request to its row in monitoring.",
     )
     serve_workers: int = Field(
         default=2,

@@ -97,3 +97,10 @@ def append_line(url: str, line: str) -> None:
     """Append one line to a log file (read-modify-write: object stores have no append)."""
     old = read_bytes(url) if exists(url) else b""
     write_bytes(url, old + line.rstrip("\n").encode("utf-8") + b"\n")
+
+
+def remove(url: str) -> None:
+    """Delete a file (no error if it is already gone)."""
+    fs, path = filesystem(url)
+    if fs.exists(path):
+        fs.rm(path)

@@ -186,7 +186,11 @@ def test_manifests_wire_probes_resources_service_and_hpa() -> None:
     assert hpa["scaleTargetRef"]["name"] == dep["metadata"]["name"]
     assert 1 <= hpa["minReplicas"] <= hpa["maxReplicas"]
     env = {e["name"] for e in pod["env"]}
-    assert all(name.startswith(("READMIT_", "BENTOML_")) for name in env)
+    assert all(name.startswith(("READMIT_", "BENTOML_", "AWS_")) for name in env)
+    # the prediction log ships to the artifact store: the store's address and its key pair
+    assert {"configMapRef": {"name": "readmit-config"}} in pod["envFrom"]
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= env
+    assert not pod.get("volumeMounts"), "the bento keeps no state on a volume"
 
 
 # ---------------------------------------------------------------- the kustomization
@@ -328,11 +332,11 @@ def test_images_match_compose_and_the_project_pins() -> None:
     assert uid, "the worker Dockerfile should create its user with a fixed uid"
     for kind, name in (("Deployment", "prefect-worker"), ("Job", "prefect-deploy")):
         assert pod_spec(find(kind, name))["securityContext"]["runAsUser"] == int(uid[1])
-    # the bento runs as the bento image's user, whose uid compose makes the log volume's owner
-    bento_uid = compose["bento-logs-init"]["entrypoint"][1].split(":")[0]
-    assert pod_spec(find("Deployment", "readmission"))["securityContext"]["runAsUser"] == int(
-        bento_uid
-    )
+    # the bento runs as the user BentoML's generated Dockerfile creates
+    from bentoml._internal.container.generate import BENTO_UID_GID
+
+    bento_pod = pod_spec(find("Deployment", "readmission"))
+    assert bento_pod["securityContext"]["runAsUser"] == int(BENTO_UID_GID)
 
 
 def test_env_names_are_real_settings_and_urls_reach_services() -> None:

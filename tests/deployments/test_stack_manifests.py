@@ -272,7 +272,6 @@ def test_compose_images_are_pinned_and_match_the_project(services) -> None:
     assert services["deploy"]["build"] == worker["build"]
     bento_image = services["bento"]["image"]
     assert REQUIRED_VAR.match(bento_image)["name"] == "READMIT_IMAGE"
-    assert services["bento-logs-init"]["image"] == bento_image
 
 
 def test_compose_dependencies_exist_and_wait_for_health(services) -> None:
@@ -399,9 +398,12 @@ def test_compose_data_lives_on_named_volumes(compose, services) -> None:
         assert mounts[name].get(path) in declared, f"{name}: {path} on a named volume"
     flags = command_flags(services["pushgateway"])
     assert flags["persistence.file"].startswith("/pushgateway/")
-    logs = environment(services["bento"])["READMIT_PREDICTION_LOG_DIR"]
-    assert mounts["bento"].get(logs) in declared
-    assert services["bento-logs-init"]["entrypoint"][-1] == logs  # made writable for uid 1034
+    # The bento keeps no state: its prediction log ships to the artifact store on S3.
+    bento_env = environment(services["bento"])
+    assert "bento" not in mounts
+    assert bento_env["READMIT_ARTIFACTS_URI"].startswith("s3://")
+    assert "READMIT_PREDICTION_LOG_DIR" not in bento_env
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"} <= set(bento_env)
 
 
 def test_compose_worker_serves_prefect_yaml_pool(services) -> None:

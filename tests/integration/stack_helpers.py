@@ -99,7 +99,7 @@ def _start_bento(full_frame: pd.DataFrame, run_dir: Path) -> ServedBento:
     model_tag = register_small_model(full_frame)
     bento_tag = deploy.build_bento(model_tag, get_settings())
     port = deploy.free_port()
-    env = {"READMIT_PREDICTION_LOG_DIR": str(run_dir / "prediction_logs")}
+    env = {"READMIT_PREDICTION_LOG_URI": str(run_dir / "prediction_logs")}
     proc, _, log_file = deploy.start_server(bento_tag, port, run_dir=run_dir, env=env)
     url = f"http://{deploy.HOST}:{port}"
     ok, reason = deploy.wait_ready(url, proc, BENTO_READY_TIMEOUT_S)

@@ -73,7 +73,7 @@ def served(bento_tag: str, model_tag: str, run_root: Path) -> Iterator[Served]:
     run_dir, plogs = run_root / "main", run_root / "prediction_logs"
     port = deploy.free_port()
     proc, _, log_file = deploy.start_server(
-        bento_tag, port, run_dir=run_dir, env={"READMIT_PREDICTION_LOG_DIR": str(plogs)}
+        bento_tag, port, run_dir=run_dir, env={"READMIT_PREDICTION_LOG_URI": str(plogs)}
     )
     url = f"http://{deploy.HOST}:{port}"
     try:

@@ -16,21 +16,26 @@ READY_TIMEOUT_S = 150
 
 
 def small_model(train_frame: pd.DataFrame) -> Any:
-    """The production pipeline's transformers with a small XGBoost: fitted in about a second."""
+    """The production pipeline's transformers with a small XGBoost, keyed with the settings' key
+    (the key the served bento runs with): fitted in about a second."""
     from sklearn.pipeline import Pipeline
     from xgboost import XGBClassifier
 
+    from readmit import pseudonyms
     from readmit.features import EncounterFeatures, FeatureEncoder, PatientHistory, make_label
+    from readmit.settings import get_settings
 
+    key = get_settings().pseudonym_key_bytes
     pipeline = Pipeline(
         [
-            ("history", PatientHistory(salt="test-salt")),
+            ("history", PatientHistory(pseudonyms.fingerprint(key))),
             ("features", EncounterFeatures()),
             ("encode", FeatureEncoder(min_frequency=20)),
             ("model", XGBClassifier(n_estimators=40, max_depth=3, n_jobs=1, random_state=0)),
         ]
     )
-    return pipeline.fit(train_frame, make_label(train_frame, "<30"))
+    keyed = pseudonyms.add_keys(train_frame, key)
+    return pipeline.fit(keyed, make_label(train_frame, "<30"))
 
 
 def encounter_json(row: pd.Series, with_patient: bool = True) -> dict[str, Any]:

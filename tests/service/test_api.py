@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,11 @@ import pytest
 from service_helpers import READY_TIMEOUT_S, Served, encounter_json
 
 import readmit_cli as cli
-from readmit import data
+from readmit import data, pseudonyms
 from readmit.model import registry
+from readmit.monitoring import served as served_log
 from readmit.ops import deploy
-from readmit.serving import MONITOR_NAME, example_encounter
+from readmit.serving import example_encounter, prediction_log
 from readmit.settings import get_settings
 
 EXAMPLE = example_encounter()
@@ -215,9 +217,21 @@ def test_invalid_requests_are_counted(client: httpx.Client) -> None:
     assert any('problem="unknown category"' in ln for ln in lines), lines
 
 
+def _shipped_rows(log_dir: Path) -> list[dict[str, Any]]:
+    """Every row the service shipped below `log_dir`, chunk by chunk in time order."""
+    return [
+        row
+        for chunk in served_log.list_chunks(str(log_dir))
+        for row in prediction_log.decode_chunk(chunk_bytes(chunk.url))
+    ]
+
+
+def chunk_bytes(url: str) -> bytes:
+    return Path(url).read_bytes()
+
+
 def _monitor_records(served: Served) -> list[dict[str, Any]]:
-    files = sorted((served.prediction_logs / MONITOR_NAME / "data").glob("data.*.log*"))
-    return [json.loads(ln) for f in files for ln in f.read_text().splitlines() if ln.strip()]
+    return _shipped_rows(served.prediction_logs)
 
 
 def test_prediction_log_has_features_and_predictions_without_identifiers(
@@ -237,9 +251,17 @@ def test_prediction_log_has_features_and_predictions_without_identifiers(
     assert rec["risk"] == resp.json()["risk"] and rec["model_tag"] == served.model_tag
     assert rec["glyburide-metformin"] == "No" and rec["age"] == "[70-80)"
     assert not {"patient_nbr", "encounter_id"} & set(rec)
+    assert rec["patient_key"] == pseudonyms.pseudonym(
+        get_settings().pseudonym_key_bytes, "patient_nbr", SECRET_PATIENT
+    )
+    shipped = [
+        prediction_log.decode_chunk(chunk_bytes(c.url))
+        for c in served_log.list_chunks(str(served.prediction_logs))
+    ]
+    assert str(SECRET_PATIENT) not in json.dumps(shipped)
     for path in [*served.prediction_logs.rglob("*"), served.log_file]:
         if path.is_file():
-            assert str(SECRET_PATIENT) not in path.read_text(errors="replace"), path
+            assert str(SECRET_PATIENT).encode() not in path.read_bytes(), path
 
 
 def test_rejected_identifier_is_not_logged(client: httpx.Client, served: Served) -> None:
@@ -300,21 +322,48 @@ def test_no_model_service_starts_but_is_not_ready(run_root: Path) -> None:
         deploy.stop_server(proc.pid)
 
 
-def test_prediction_log_is_written_on_a_normal_stop(bento_tag: str, run_root: Path) -> None:
-    """Rows are queued in memory (flushed every second); a SIGTERM stop still writes them."""
+def test_a_sigterm_in_the_middle_of_traffic_loses_no_row(bento_tag: str, run_root: Path) -> None:
+    """Clients send distinct encounters while the server is stopped (SIGTERM, as Kubernetes and
+    `readmit.ops.deploy` do): every request that got a 200 has its row in the shipped log, and
+    nothing else is there. Rows are queued in memory with a 60 s flush interval here, so only
+    the shutdown hook can have shipped them."""
     plogs = run_root / "stop_plogs"
     port = deploy.free_port()
-    proc, _, log_file = deploy.start_server(
-        bento_tag, port, run_dir=run_root / "stop", env={"READMIT_PREDICTION_LOG_DIR": str(plogs)}
-    )
+    env = {"READMIT_PREDICTION_LOG_URI": str(plogs), "READMIT_LOG_FLUSH_SECONDS": "60"}
+    proc, _, log_file = deploy.start_server(bento_tag, port, run_dir=run_root / "stop", env=env)
     url = f"http://{deploy.HOST}:{port}"
+    answered: list[int] = []
+    stop = threading.Event()
+
+    def traffic(offset: int) -> None:
+        with httpx.Client(base_url=url, timeout=10) as c:
+            for i in range(offset, offset + 100_000, 4):
+                if stop.is_set():
+                    return
+                try:
+                    resp = c.post("/predict", json={**EXAMPLE, "encounter_id": i + 1})
+                except httpx.HTTPError:
+                    return
+                if resp.status_code == 200:
+                    answered.append(i + 1)
+
     try:
         ok, reason = deploy.wait_ready(url, proc, READY_TIMEOUT_S)
         assert ok, reason
-        marker = {**EXAMPLE, "num_lab_procedures": 111}
-        assert httpx.post(f"{url}/predict", json=marker, timeout=30).status_code == 200
+        clients = [threading.Thread(target=traffic, args=(k,)) for k in range(4)]
+        for t in clients:
+            t.start()
+        deadline = time.monotonic() + 30
+        while len(answered) < 300 and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         deploy.stop_server(proc.pid)
-    files = sorted((plogs / MONITOR_NAME / "data").glob("data.*.log*"))
-    rows = [json.loads(ln) for f in files for ln in f.read_text().splitlines() if ln.strip()]
-    assert [r["num_lab_procedures"] for r in rows] == [111], log_file.read_text()[-2000:]
+        stop.set()
+    for t in clients:
+        t.join(timeout=30)
+    assert len(answered) >= 300, log_file.read_text()[-2000:]
+    key = get_settings().pseudonym_key_bytes
+    expected = {pseudonyms.pseudonym(key, "encounter_id", e) for e in answered}
+    logged = [r["encounter_key"] for r in _shipped_rows(plogs)]
+    assert expected <= set(logged), f"{len(expected - set(logged))} answered rows not shipped"
+    assert len(logged) == len(set(logged))  # no row twice

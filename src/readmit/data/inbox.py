@@ -72,8 +72,7 @@ def mark_processed(artifacts_uri: str, batch: str) -> str:
 
 def discard(artifacts_uri: str, batch: str) -> None:
     """Remove a batch from the inbox once it was quarantined (the quarantine keeps its copy)."""
-    fs, path = storage.filesystem(paths(artifacts_uri, batch).inbox)
-    fs.rm(path)
+    storage.remove(paths(artifacts_uri, batch).inbox)
 
 
 def read_labels(artifacts_uri: str, batch: str) -> pd.DataFrame | None:

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from readmit import storage
-from readmit.layout import StoreLayout
-from readmit.monitoring import drift, profiling
 from readmit.data import in_cohort
 from readmit.features import make_label
+from readmit.layout import StoreLayout
+from readmit.monitoring import drift, profiling
 from readmit.schema import OUTCOME_COLUMNS
 from readmit.serving.scoring import served_probabilities
 

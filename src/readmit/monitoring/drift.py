@@ -2,8 +2,8 @@
 
 Scoring works on whylogs profiles on both sides, so the training flow's reference profile is the
 whole reference, batches can be scored from their stored profiles, and rolling windows are just
-merged profiles. Profiles built by `readmit.monitoring.profiling` keep exact category counts (frequent items
-with room for every value) and KLL quantile sketches for numbers.
+merged profiles. Profiles built by `readmit.monitoring.profiling` keep exact category counts
+(frequent items with room for every value) and KLL quantile sketches for numbers.
 
 Per feature, effect sizes only: PSI over categories (rare reference categories pooled into
 "(other)") or over reference-decile bins of numbers, Hellinger distance (reported), Wasserstein-1
@@ -411,6 +411,7 @@ QUANTILE_GRID = np.linspace(0.005, 0.995, 100)
 MAX_INTEGER_POINTS = 2000
 DECILES = np.linspace(0.1, 0.9, 9)
 
+
 def psi(reference: Sequence[float], batch: Sequence[float], alpha: float = SMOOTHING) -> float:
     """Population stability index between two count vectors over the same bins.
 
@@ -506,27 +507,50 @@ def _unseen_share(c: Comparison) -> float:
 
 STATISTICS: tuple[Statistic, ...] = (
     Statistic(
-        "psi", lambda c: psi(c.ref_counts, c.cur_counts) if c.comparable else 0.0,
-        kinds=KINDS, decides=KINDS, floor=0.01, noise_power=1.0, column="PSI",
+        "psi",
+        lambda c: psi(c.ref_counts, c.cur_counts) if c.comparable else 0.0,
+        kinds=KINDS,
+        decides=KINDS,
+        floor=0.01,
+        noise_power=1.0,
+        column="PSI",
     ),
     Statistic(
-        "hellinger", lambda c: hellinger(c.ref_counts, c.cur_counts) if c.comparable else 0.0,
-        kinds=KINDS, decides=frozenset(), floor=0.0, noise_power=0.5, column="Hellinger",
+        "hellinger",
+        lambda c: hellinger(c.ref_counts, c.cur_counts) if c.comparable else 0.0,
+        kinds=KINDS,
+        decides=frozenset(),
+        floor=0.0,
+        noise_power=0.5,
+        column="Hellinger",
     ),
     Statistic(
-        "wasserstein", lambda c: _wasserstein(c.ref, c.cur, c.integer),
-        kinds=frozenset({"numeric", "prediction"}), decides=frozenset({"numeric", "prediction"}),
-        floor=0.03, noise_power=0.5, column="Wasserstein (sd)", digits=3,
+        "wasserstein",
+        lambda c: _wasserstein(c.ref, c.cur, c.integer),
+        kinds=frozenset({"numeric", "prediction"}),
+        decides=frozenset({"numeric", "prediction"}),
+        floor=0.03,
+        noise_power=0.5,
+        column="Wasserstein (sd)",
+        digits=3,
     ),
     Statistic(
-        "missing", _missing_change,
-        kinds=KINDS, decides=frozenset({"categorical", "label", "numeric"}), floor=0.01,
-        noise_power=0.5, column="missing share change",
+        "missing",
+        _missing_change,
+        kinds=KINDS,
+        decides=frozenset({"categorical", "label", "numeric"}),
+        floor=0.01,
+        noise_power=0.5,
+        column="missing share change",
     ),
     Statistic(
-        "unseen", _unseen_share,
-        kinds=frozenset({"categorical", "label"}), decides=frozenset({"categorical"}),
-        floor=0.005, noise_power=0.5, column="unseen share",
+        "unseen",
+        _unseen_share,
+        kinds=frozenset({"categorical", "label"}),
+        decides=frozenset({"categorical"}),
+        floor=0.005,
+        noise_power=0.5,
+        column="unseen share",
     ),
 )
 """Every drift statistic: adding one is one entry here (PSI ~ 1/n, the others ~ 1/sqrt(n))."""

@@ -9,8 +9,8 @@ import pandas as pd
 
 from readmit import data
 from readmit.monitoring import drift
-from readmit.serving import scoring
 from readmit.schema import OUTCOME_COLUMNS
+from readmit.serving import scoring
 
 
 @dataclass(frozen=True)

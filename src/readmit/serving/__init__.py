@@ -12,7 +12,6 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -28,7 +27,7 @@ from readmit.schema import (
     encounter_model,
 )
 from readmit.serving.scoring import risk_labels
-from readmit.settings import PROJECT_ROOT, Settings
+from readmit.settings import Settings
 
 MONITOR_NAME = "readmission_predictions"
 """Folder (under the prediction log dir) that bentoml.monitor writes `data/*.log` JSON lines to."""
@@ -366,6 +365,7 @@ class ServiceMetrics:
     model_info: Any  # Gauge{model_tag, stage, label_definition, trained_at} = 1
     model_ready: Any  # Gauge = 1 when a model is loaded
     invalid_requests: Any  # Counter{endpoint, problem}
+    log_rows_lost: Any  # Counter: prediction-log rows dropped (the store refused them too long)
 
 
 @cache
@@ -400,6 +400,10 @@ def service_metrics() -> ServiceMetrics:
         invalid_requests=prom.Counter(
             "readmit_invalid_requests", "Rejected requests, by problem.", ["endpoint", "problem"]
         ),
+        log_rows_lost=prom.Counter(
+            "readmit_prediction_log_rows_lost",
+            "Prediction-log rows dropped because the store refused them beyond the queue limit.",
+        ),
     )
 
 
@@ -419,13 +423,21 @@ def observe_predictions(
 # --------------------------------------------------------------------------- prediction logs
 
 
-def prediction_log_dir(settings: Settings) -> Path:
-    """Where bentoml.monitor writes (a local folder: the monitor writes through `logging`)."""
-    if settings.prediction_log_dir:
-        return Path(settings.prediction_log_dir)
-    if "://" not in settings.artifacts_uri or settings.artifacts_uri.startswith("file://"):
-        return Path(settings.layout.prediction_logs().removeprefix("file://"))
-    return PROJECT_ROOT / ".run" / "prediction_logs"
+def prediction_log_uri(settings: Settings) -> str:
+    """Where the service ships prediction-log chunks: the setting, else the artifact store."""
+    return settings.prediction_log_uri or settings.layout.prediction_logs()
+
+
+def monitoring_config(settings: Settings) -> dict[str, Any]:
+    """The service's `monitoring=` config: the shipping prediction log."""
+    return {
+        "enabled": True,
+        "type": "readmit.serving.prediction_log.ShippingMonitor",
+        "options": {
+            "store_uri": prediction_log_uri(settings),
+            "flush_seconds": settings.log_flush_seconds,
+        },
+    }
 
 
 def _monitor_type(name: str) -> str:
@@ -444,12 +456,18 @@ def log_columns(
     risks: Sequence[str],
     model_tag: str,
 ) -> list[tuple[str, str, str, list[Any]]]:
-    """Columns for bentoml.monitor: (name, role, type, values), features first.
+    """Columns for bentoml.monitor: (name, role, type, values): the pseudonyms, the features,
+    then the prediction.
 
-    Only the contract's input features are taken from the records, so identifiers (the history
-    key, anything else a record might carry) can never reach the log.
+    Only the pseudonyms and the contract's input features are taken from the (pseudonymised)
+    records, so a raw identifier, or anything else a record might carry, can never reach the
+    log. The pseudonyms join outcomes to these rows later (`readmit.pseudonyms`).
     """
     cols = [
+        (name, "feature", "categorical", [r.get(name) for r in records])
+        for name in pseudonyms.KEY_COLUMNS
+    ]
+    cols += [
         (name, "feature", _monitor_type(name), [r.get(name) for r in records])
         for name in LOGGED_FEATURES
     ]

@@ -1,72 +1,137 @@
-"""A buffered `bentoml.monitor` backend for the service's prediction log.
+"""The service's prediction log, shipped to the artifact store as append-only chunk files.
 
-Why: BentoML's default monitor writes every row through the `logging` module with a JSON
-formatter and flushes the file per row, on the request's path. Under load that was the largest
-single cost of a /predict call (about a third of the worker's CPU with the request's thread hop).
-This monitor keeps BentoML's API (`bentoml.monitor(...)`, `log_batch`) and its files (the same
-`<log_path>/<name>/data/data.<worker>.log` JSON lines, daily rotation, and the schema file), but
-the request only appends its rows to memory; a daemon thread writes them in one `write` every
-`flush_seconds` (or sooner when `max_pending_rows` are waiting).
+Why: monitoring must see what the service answered, from every worker of every pod, with no
+shared local folder. So the log is a `bentoml.monitor` backend (`ShippingMonitor`) whose rows
+the request only appends to memory; a daemon thread ships them every `flush_seconds` (sooner
+when `max_pending_rows` wait) as ONE new gzipped JSON-lines file in the store, through fsspec
+(a local folder or S3). A chunk is written atomically (`storage.write_bytes`), never appended
+to, and named so that no two writers can collide and names sort by time
+(`layout.StoreLayout.prediction_log_chunk`).
 
-What can be lost: only rows not yet written when the process is killed hard (SIGKILL, OOM). A
-normal stop writes them: the service's shutdown hook calls `close_all` (BentoML's workers do not
-run `atexit` handlers on SIGTERM, so the hook is the one place that does it).
+Rows carry the encounter's and patient's pseudonyms (`readmit.pseudonyms`), the input features,
+the probability, risk label and model tag, and the time: never a raw identifier (`log_columns`).
+
+What can be lost: a normal stop (SIGTERM) ships what is queued: the service's shutdown hook
+calls `close_all`. A hard kill (SIGKILL, OOM) loses at most the rows of the last
+`flush_seconds`. When the store refuses a chunk, its rows stay queued and are retried on the
+next flush; only beyond `max_queued_rows` are the oldest dropped, counted in `rows_lost`
+(`readmit_prediction_log_rows_lost_total` on /metrics) and logged: the service keeps answering.
 
 Selected in the service with
-`monitoring={"type": "readmit.serving.prediction_log.BufferedMonitor"}`.
+`monitoring={"type": "readmit.serving.prediction_log.ShippingMonitor", "options": {...}}`.
 """
 
 from __future__ import annotations
 
 import collections
 import datetime
+import gzip
 import logging
+import os
+import re
+import socket
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
-from bentoml._internal.context import trace_context
-from bentoml._internal.monitoring.base import MON_DATAS_VAR
-from bentoml._internal.monitoring.default import DefaultMonitor
+from bentoml._internal.context import server_context
+from bentoml._internal.monitoring.base import MON_DATAS_VAR, MonitorBase
+
+from readmit import layout, storage
 
 logger = logging.getLogger("readmit.serving.prediction_log")
 
-DEFAULT_FLUSH_SECONDS = 1.0
+DEFAULT_FLUSH_SECONDS = 2.0
 DEFAULT_MAX_PENDING_ROWS = 20_000
-_OPEN: weakref.WeakSet[BufferedMonitor] = weakref.WeakSet()
+DEFAULT_MAX_QUEUED_ROWS = 500_000
+"""Rows kept while the store refuses chunks (about 0.5 GB): beyond it the oldest are dropped."""
+TIME_COLUMN = "timestamp"
+_OPEN: weakref.WeakSet[ShippingMonitor] = weakref.WeakSet()
+_LOSS_LISTENERS: list[Callable[[int], None]] = []
+
+Record = tuple[list[str], list[list[Any]], str]
+"""One `bentoml.monitor` record as queued: column names, column values, UTC time."""
 
 
-class BufferedMonitor(DefaultMonitor):
-    """DefaultMonitor's files and format, written in the background in batches."""
+def utc_now() -> datetime.datetime:
+    """The time stamped on rows and chunk names (UTC: pods in different zones agree)."""
+    return datetime.datetime.now(datetime.UTC)
+
+
+def encode_chunk(rows: Iterable[dict[str, Any]]) -> bytes:
+    """Rows -> gzipped JSON lines (numpy values and non-JSON types stringified)."""
+    options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+    body = b"".join(orjson.dumps(row, default=str, option=options) for row in rows)
+    return gzip.compress(body, compresslevel=1)
+
+
+def decode_chunk(blob: bytes) -> list[dict[str, Any]]:
+    """Gzipped JSON lines -> rows. Raises ValueError (with the reason) on a truncated or
+    corrupt chunk, so a reader can set it aside instead of failing."""
+    try:
+        text = gzip.decompress(blob)
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"not a complete gzip chunk: {exc}") from exc
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"line {n} is not JSON: {exc}") from exc
+        if not isinstance(row, dict):
+            raise ValueError(f"line {n} is not a JSON object")
+        rows.append(row)
+    return rows
+
+
+def records_to_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
+    """Queued column records -> row dicts, each with its record's time."""
+    return [
+        {**dict(zip(names, values, strict=True)), TIME_COLUMN: stamp}
+        for names, columns, stamp in records
+        for values in zip(*columns, strict=True)
+    ]
+
+
+class ShippingMonitor(MonitorBase[Any]):
+    """`bentoml.monitor` backend: rows queued in memory, shipped as chunk files to the store."""
+
+    PRESERVED_COLUMNS = (TIME_COLUMN,)
 
     def __init__(
         self,
         name: str,
-        log_path: str,
+        store_uri: str,
         flush_seconds: float = DEFAULT_FLUSH_SECONDS,
         max_pending_rows: int = DEFAULT_MAX_PENDING_ROWS,
+        max_queued_rows: int = DEFAULT_MAX_QUEUED_ROWS,
+        pod: str | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(name, log_path, **options)
+        super().__init__(name, **options)
+        self.store_uri = store_uri.rstrip("/")
         self.flush_seconds = float(flush_seconds)
         self.max_pending_rows = int(max_pending_rows)
-        self._pending: list[tuple[list[str], list[list[Any]], dict[str, str]]] = []
+        self.max_queued_rows = int(max_queued_rows)
+        self.pod = re.sub(r"[^A-Za-z0-9_.-]", "-", pod or socket.gethostname())
+        self.rows_shipped = 0
+        self.rows_lost = 0
+        self.chunks_shipped = 0
+        self._seq = 0
+        self._pending: collections.deque[Record] = collections.deque()
         self._pending_rows = 0
         self._lock = threading.Lock()
-        self._write_lock = threading.Lock()
+        self._ship_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
         self._writer: threading.Thread | None = None
         _OPEN.add(self)
 
-    def _init_logger(self) -> None:
-        """The default loggers and files; data lines are written pre-encoded (one JSON per row)."""
-        super()._init_logger()
-        assert self.data_logger is not None
-        for handler in self.data_logger.handlers:
-            handler.setFormatter(logging.Formatter("%(message)s"))
+    # ------------------------------------------------------------------ bentoml.monitor API
 
     def log_batch(self, data_batch: Iterable[Any], name: str, role: str, data_type: str) -> None:
         """A column of values: checked and registered once, not once per value (1,000-row
@@ -80,23 +145,27 @@ class BufferedMonitor(DefaultMonitor):
         assert datas is not None
         datas[column].extend(values[1:])
 
+    def export_schema(self, columns_schema: dict[str, dict[str, str]]) -> None:
+        """Nothing to write: the columns are `readmit.serving.log_columns`, in the code."""
+
     def export_data(self, datas: dict[str, collections.deque[Any]]) -> None:
         """Queue this record's rows (called by `bentoml.monitor` when the `with` block ends)."""
-        extra = {
-            self.COLUMN_TIME: datetime.datetime.now().isoformat(),
-            self.COLUMN_RID: str(trace_context.request_id),
-            self.COLUMN_TID: str(trace_context.trace_id),
-        }
-        # The columns as they are; rows are assembled by the writer thread, off the request.
-        record = (list(datas), [list(column) for column in datas.values()], extra)
+        record: Record = (
+            list(datas),
+            [list(column) for column in datas.values()],
+            utc_now().isoformat(timespec="microseconds"),
+        )
+        rows = len(record[1][0]) if record[1] else 0
         with self._lock:
             self._pending.append(record)
-            self._pending_rows += len(record[1][0]) if record[1] else 0
+            self._pending_rows += rows
             pending = self._pending_rows
         if self._writer is None:
             self._start_writer()
         if pending >= self.max_pending_rows:
             self._wake.set()
+
+    # ------------------------------------------------------------------ shipping
 
     def _start_writer(self) -> None:
         with self._lock:
@@ -114,41 +183,93 @@ class BufferedMonitor(DefaultMonitor):
             try:
                 self.flush()
             except Exception:  # the log must never take the service down; say so loudly
-                logger.exception("writing the prediction log failed; will retry")
+                logger.exception("shipping the prediction log failed; rows stay queued")
+
+    def chunk_url(self, first_row_time: datetime.datetime) -> str:
+        """A new, unique chunk name: time, pod, worker, process, sequence."""
+        self._seq += 1
+        worker = server_context.worker_index or 0
+        writer = f"{self.pod}-w{worker}-p{os.getpid()}"
+        return f"{self.store_uri}/{layout.chunk_relpath(first_row_time, writer, self._seq)}"
 
     def flush(self) -> int:
-        """Write every queued row now; returns how many were written."""
-        with self._write_lock:
+        """Ship every queued row now as one chunk; returns how many rows were shipped.
+
+        On a store error the rows go back to the front of the queue (their order kept) and the
+        error is raised; rows beyond `max_queued_rows` are dropped, oldest first, and counted.
+        """
+        with self._ship_lock:
             with self._lock:
-                records, self._pending, self._pending_rows = self._pending, [], 0
-            rows = [
-                {**dict(zip(names, values, strict=True)), **extra}
-                for names, columns, extra in records
-                for values in zip(*columns, strict=True)
-            ]
-            if not rows:
+                records, self._pending, self._pending_rows = self._pending, collections.deque(), 0
+            if not records:
                 return 0
-            if self.data_logger is None:
-                self._init_logger()
-            assert self.data_logger is not None
-            options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-            text = b"\n".join(orjson.dumps(row, default=str, option=options) for row in rows)
-            self.data_logger.info(text.decode())
+            rows = records_to_rows(records)
+            try:
+                url = self.chunk_url(datetime.datetime.fromisoformat(records[0][2]))
+                storage.write_bytes(url, encode_chunk(rows))
+            except Exception:
+                self._requeue(records, len(rows))
+                raise
+            self.rows_shipped += len(rows)
+            self.chunks_shipped += 1
             return len(rows)
 
+    def _requeue(self, records: collections.deque[Record], rows: int) -> None:
+        with self._lock:
+            records.extend(self._pending)
+            self._pending = records
+            self._pending_rows += rows
+            lost = 0
+            while self._pending_rows > self.max_queued_rows and len(self._pending) > 1:
+                dropped = self._pending.popleft()
+                n = len(dropped[1][0]) if dropped[1] else 0
+                self._pending_rows -= n
+                lost += n
+        if lost:
+            self.rows_lost += lost
+            logger.error(
+                "prediction log: the store refuses chunks and %d queued rows exceed the limit; "
+                "dropped the oldest %d",
+                self.max_queued_rows,
+                lost,
+            )
+            _report_loss(lost)
+
     def close(self) -> None:
-        """Stop the writer and write what is left (the service's shutdown hook)."""
+        """Stop the writer and ship what is left (the service's shutdown hook)."""
         self._closed = True
         self._wake.set()
         try:
             self.flush()
         except Exception:
-            logger.exception("writing the last prediction log rows failed")
+            with self._lock:
+                lost, self._pending, self._pending_rows = self._pending_rows, collections.deque(), 0
+            self.rows_lost += lost
+            logger.exception("shipping the last prediction log rows failed: %d rows lost", lost)
+            _report_loss(lost)
+
+
+def add_loss_listener(listener: Callable[[int], None]) -> None:
+    """Call `listener(rows)` whenever rows are dropped (the service counts them on /metrics)."""
+    _LOSS_LISTENERS.append(listener)
+
+
+def _report_loss(rows: int) -> None:
+    for listener in list(_LOSS_LISTENERS):
+        try:
+            listener(rows)
+        except Exception:  # a metric must never break shipping
+            logger.exception("a prediction-log loss listener failed")
 
 
 def close_all() -> int:
-    """Close every buffered monitor of this process (writes their queued rows); returns count."""
+    """Close every shipping monitor of this process (ships their queued rows); returns count."""
     monitors = list(_OPEN)
     for monitor in monitors:
         monitor.close()
     return len(monitors)
+
+
+def open_monitors() -> list[ShippingMonitor]:
+    """The shipping monitors of this process (for the service's loss metric)."""
+    return list(_OPEN)

@@ -117,21 +117,28 @@ def test_rewrite_error_handles_bentoml_shapes() -> None:
 
 
 def test_log_columns_never_carry_identifiers() -> None:
-    record = {**serving.example_encounter(), "patient_nbr": 42, "encounter_id": 7}
+    raw = {**serving.example_encounter(), "patient_nbr": 42, "encounter_id": 7}
+    record = {**serving.encounter_record(serving.predict_request_model()(**raw), KEY), **raw}
     cols = serving.log_columns([record], [0.3], ["high"], "readmission:v1")
     names = [c[0] for c in cols]
     assert "patient_nbr" not in names and "encounter_id" not in names
+    values = dict((c[0], c[3][0]) for c in cols)
+    assert values["patient_key"] == pseudonyms.pseudonym(KEY, "patient_nbr", 42)
+    assert values["encounter_key"] == pseudonyms.pseudonym(KEY, "encounter_id", 7)
     assert names[-3:] == ["probability", "risk", "model_tag"]
     assert {c[1] for c in cols} <= {"feature", "prediction"}
     assert dict((c[0], c[2]) for c in cols)["time_in_hospital"] == "numerical"
 
 
-def test_prediction_log_dir_defaults(fresh_settings: Any, tmp_path: Any) -> None:
-    assert serving.prediction_log_dir(fresh_settings).name == "prediction_logs"
+def test_prediction_log_ships_to_the_artifact_store_by_default(
+    fresh_settings: Any, tmp_path: Any
+) -> None:
     s3 = fresh_settings.model_copy(update={"artifacts_uri": "s3://bucket/x"})
-    assert ".run" in str(serving.prediction_log_dir(s3))
-    explicit = fresh_settings.model_copy(update={"prediction_log_dir": str(tmp_path)})
-    assert serving.prediction_log_dir(explicit) == tmp_path
+    assert serving.prediction_log_uri(s3) == "s3://bucket/x/prediction_logs"
+    explicit = fresh_settings.model_copy(update={"prediction_log_uri": str(tmp_path)})
+    assert serving.prediction_log_uri(explicit) == str(tmp_path)
+    options = serving.monitoring_config(explicit)["options"]
+    assert options == {"store_uri": str(tmp_path), "flush_seconds": explicit.log_flush_seconds}
 
 
 # --------------------------------------------------------------------------- RequestGuard

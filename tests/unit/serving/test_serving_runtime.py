@@ -1,21 +1,16 @@
-"""The BentoML worker tuning: the request timeout without a leaked timer, the buffered
-prediction log (same files and format as BentoML's default monitor), and the frozen heap."""
+"""The BentoML worker tuning: the request timeout without a leaked timer, and the frozen heap
+(the prediction log: test_prediction_log.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import json
-import time
-from pathlib import Path
 from typing import Any
 
-import bentoml
 import pytest
-from bentoml._internal.monitoring import api as monitor_api
 from bentoml._internal.server.http import traffic
 
-from readmit.serving import prediction_log, runtime
+from readmit.serving import runtime
 
 
 def _run_request(middleware: Any) -> tuple[list[dict[str, Any]], int]:
@@ -82,86 +77,3 @@ def test_settle_heap_freezes_surviving_objects() -> None:
         assert frozen == gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()
-
-
-# ------------------------------------------------------------------ buffered prediction log
-
-
-@pytest.fixture
-def make_monitor(tmp_path: Path) -> Any:
-    """Factory of registered BufferedMonitors with given options; closed after the test."""
-    made: list[str] = []
-
-    def make(**options: Any) -> tuple[str, prediction_log.BufferedMonitor, Path]:
-        name = f"preds_{len(made)}_{tmp_path.name}"
-        monitor = prediction_log.BufferedMonitor(name, str(tmp_path), **options)
-        monitor_api._MONITOR_INSTANCES[name] = monitor
-        made.append(name)
-        return name, monitor, tmp_path / name
-
-    yield make
-    for name in made:
-        monitor_api._MONITOR_INSTANCES.pop(name).close()
-
-
-def _eventually(folder: Path, rows: int, timeout_s: float = 5.0) -> list[dict[str, Any]]:
-    """The log's rows once `rows` are written (the writer thread), or what is there at timeout."""
-    deadline = time.monotonic() + timeout_s
-    while len(found := _lines(folder)) < rows and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return found
-
-
-def _log(name: str, rows: list[dict[str, Any]]) -> None:
-    with bentoml.monitor(name) as mon:
-        mon.log_batch([r["age"] for r in rows], "age", "feature", "categorical")
-        mon.log_batch([r["p"] for r in rows], "probability", "prediction", "numerical")
-
-
-def _lines(folder: Path) -> list[dict[str, Any]]:
-    files = sorted((folder / "data").glob("data.*.log*"))
-    return [json.loads(ln) for f in files for ln in f.read_text().splitlines() if ln.strip()]
-
-
-def test_buffered_monitor_queues_then_writes_json_lines(make_monitor: Any) -> None:
-    name, monitor, folder = make_monitor(flush_seconds=30)
-    _log(name, [{"age": "[70-80)", "p": 0.25}, {"age": None, "p": 0.5}])
-    _log(name, [{"age": "[10-20)", "p": 0.75}])
-    assert _lines(folder) == []  # queued, not on the request's path
-    assert monitor.flush() == 3
-    rows = _lines(folder)
-    assert [(r["age"], r["probability"]) for r in rows] == [
-        ("[70-80)", 0.25),
-        (None, 0.5),
-        ("[10-20)", 0.75),
-    ]
-    assert {"timestamp", "request_id", "trace_id"} <= set(rows[0])
-    schema = json.loads((folder / "schema" / "schema.0.log").read_text().splitlines()[0])
-    assert [c["name"] for c in schema["columns"]] == ["age", "probability"]
-    assert monitor.flush() == 0
-
-
-def test_buffered_monitor_writes_in_the_background(make_monitor: Any) -> None:
-    name, _, folder = make_monitor(flush_seconds=0.05)
-    _log(name, [{"age": "[50-60)", "p": 0.1}])
-    assert [r["age"] for r in _eventually(folder, rows=1)] == ["[50-60)"]
-
-
-def test_buffered_monitor_close_writes_what_is_left(make_monitor: Any) -> None:
-    name, monitor, folder = make_monitor(flush_seconds=30)
-    _log(name, [{"age": "[90-100)", "p": 0.9}])
-    monitor.close()
-    assert [r["age"] for r in _lines(folder)] == ["[90-100)"]
-
-
-def test_buffered_monitor_flushes_early_when_many_rows_wait(make_monitor: Any) -> None:
-    name, _, folder = make_monitor(flush_seconds=60, max_pending_rows=10)
-    _log(name, [{"age": "[40-50)", "p": i / 20} for i in range(12)])
-    assert len(_eventually(folder, rows=12)) == 12
-
-
-def test_close_all_writes_every_open_monitor(make_monitor: Any) -> None:
-    name, _, folder = make_monitor(flush_seconds=30)
-    _log(name, [{"age": "[60-70)", "p": 0.3}])
-    assert prediction_log.close_all() >= 1
-    assert [r["age"] for r in _lines(folder)] == ["[60-70)"]
