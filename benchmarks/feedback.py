@@ -18,17 +18,32 @@ cohort is known at prediction time from `discharge_disposition_id`). Per window:
 estimate of ROC AUC and its 90% band, computed from the cohort rows' probabilities alone, then
 the realised ROC AUC of the same rows from their true outcomes.
 
-    .venv/bin/python benchmarks/feedback.py
+`logging_rps_ratio`: what the prediction log costs the service. The real bento (built with
+`bentoml build` and served with `bentoml serve` by `benchmarks/serving.py`'s helpers, default
+configuration: 2 workers, adaptive batching) serving the model above, twice side by side: with
+the pseudonymised prediction log shipping to a local folder store (the default) and with
+READMIT_PREDICTION_LOG_ENABLED=false. Both run at once; `wrk` loads one at a time at
+concurrency 8 (the same load as `serving.py`'s c8: real feed rows with their identifiers),
+alternating on and off in ABBA order. Each run is reported; the figure is the median c8
+requests/s with the log on divided by the median with it off (goal >= 0.9). Checked on the way:
+errors are counted, the service answers with the log off, the "on" store holds a row for every
+answered request, the "off" store and BentoML's default `./monitoring` folder stay empty.
+
+    .venv/bin/python benchmarks/feedback.py [--only NAME ...]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before xgboost is imported
@@ -37,11 +52,12 @@ import numpy as np
 import pandas as pd
 
 from readmit import data, features
-from readmit.model import train
-from readmit.monitoring import drift, estimation
-from readmit.schema import AGE_BANDS, OUTCOME_COLUMNS
+from readmit.model import registry, train
+from readmit.monitoring import drift, estimation, served
+from readmit.ops import deploy
+from readmit.schema import AGE_BANDS, INPUT_COLUMNS, OUTCOME_COLUMNS
 from readmit.serving import scoring
-from readmit.settings import get_settings
+from readmit.settings import PROJECT_ROOT, get_settings
 
 SEARCH_BUDGET_S = 30.0
 HOLDOUT_FRACTION = 0.2
@@ -320,17 +336,142 @@ def cbpe_backtest(bench: Bench) -> dict[str, Any]:
     return figures
 
 
-FIGURES: tuple[Callable[[Bench], dict[str, Any]], ...] = (cbpe_backtest,)
-"""One function per figure group; add logging throughput, request-to-monitor latency and
+# ----------------------------------------------------------------------------------------------
+# Prediction-log cost
+# ----------------------------------------------------------------------------------------------
+
+LOG_ROUNDS = 4
+"""On/off pairs, in ABBA order (on off, off on, on off, off on): a slow drift of the shared
+machine weighs on both sides alike. With 2 workers a run's c8 also depends on how wrk's 8
+connections land on the workers (benchmarks/serving.py saw 704 to 1,627 req/s), so one run says
+little: the figure is the ratio of the medians."""
+LOG_RUN_SECONDS = 10.0
+LOG_CONCURRENCY = 8
+GOAL_LOG_RATIO = 0.9
+
+
+def _served_model_store(bench: Bench) -> tuple[str, str]:
+    """The figures' model, registered in a store of its own (the project's stays untouched) and
+    packed into a bento; (model tag, bento tag)."""
+    home = tempfile.mkdtemp(prefix="readmit-bench-store-")
+    os.environ["READMIT_BENTOML_HOME"] = os.environ["BENTOML_HOME"] = home
+    get_settings.cache_clear()
+    settings = get_settings()
+    metadata = {
+        "threshold": float(bench.model.threshold_),
+        "label_definition": "<30",
+        "metrics": {},
+        "trained_at": "benchmarks/feedback.py",
+        "feature_names": list(INPUT_COLUMNS),
+    }
+    tag = registry.save_model(bench.model, metadata, stage="candidate", settings=settings)
+    start = time.perf_counter()
+    bento = deploy.build_bento(tag, settings)
+    bench._timed("bento_build_s", start)
+    return tag, bento
+
+
+def _rows_in(log_dir: Path) -> int:
+    """Rows shipped below a prediction-log folder (0 when it does not exist)."""
+    good, bad = served.read_chunks(served.list_chunks(str(log_dir)), str(log_dir / "bad"))
+    assert not bad, bad
+    return sum(len(frame) for _, frame in good)
+
+
+def logging_rps_ratio(bench: Bench) -> dict[str, Any]:
+    """c8 requests/s of the bento with the prediction log on over the same bento with it off."""
+    import serving as serving_bench  # benchmarks/serving.py, beside this file
+
+    _, bento = _served_model_store(bench)
+    frame, bodies = serving_bench.encounter_rows(2000, seed=bench.settings.seed)
+    for body, encounter_id in zip(bodies, frame["encounter_id"], strict=True):
+        body["encounter_id"] = int(encounter_id)  # a feed row as sent: both identifiers
+    run_dir = Path(tempfile.mkdtemp(prefix="readmit-bench-log-"))
+    script = serving_bench.wrk_script(bodies, run_dir)
+    default_monitoring = PROJECT_ROOT / "monitoring"  # where BentoML's own backend would write
+    monitoring_existed = default_monitoring.exists()
+    base = serving_bench.bento_env(run_dir, get_settings().serve_workers, True)
+    envs = {
+        "on": {**base, "READMIT_PREDICTION_LOG_URI": str(run_dir / "plogs-on")},
+        "off": {
+            **base,
+            "READMIT_PREDICTION_LOG_URI": str(run_dir / "plogs-off"),
+            "READMIT_PREDICTION_LOG_ENABLED": "false",
+        },
+    }
+    servers: dict[str, tuple[int, str]] = {}
+    runs: list[dict[str, Any]] = []
+    try:
+        for side, env in envs.items():
+            servers[side] = serving_bench.serve_bento(bento, run_dir / side, env)
+        order = [("on", "off") if r % 2 == 0 else ("off", "on") for r in range(LOG_ROUNDS)]
+        for round_no, sides in enumerate(order, start=1):
+            for side in sides:
+                url = f"{servers[side][1]}/predict"
+                result = serving_bench.load(url, script, LOG_CONCURRENCY, LOG_RUN_SECONDS)
+                runs.append({"round": round_no, "log": side, **result})
+                print(f"round {round_no} log {side:<3} c{LOG_CONCURRENCY}: {result['rps']:>8,.1f} "
+                      f"req/s  p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
+                      f"{result['requests']:,} requests, {result['errors']} errors")  # fmt: skip
+    finally:
+        for pid, _ in servers.values():
+            deploy.stop_server(pid)  # SIGTERM: the "on" server ships what it has queued
+    rps = {side: [r["rps"] for r in runs if r["log"] == side] for side in envs}
+    pairs = [
+        on["rps"] / off["rps"]
+        for on, off in zip(
+            [r for r in runs if r["log"] == "on"], [r for r in runs if r["log"] == "off"],
+            strict=True,
+        )
+    ]  # fmt: skip
+    ratio = statistics.median(rps["on"]) / statistics.median(rps["off"])
+    rows_on, rows_off = _rows_in(run_dir / "plogs-on"), _rows_in(run_dir / "plogs-off")
+    answered_on = sum(r["requests"] - r["errors"] for r in runs if r["log"] == "on")
+    errors = sum(r["errors"] for r in runs)
+    wrote_default = default_monitoring.exists() and not monitoring_existed
+    print(
+        f"\nlog on: median {statistics.median(rps['on']):,.1f} req/s; log off: median "
+        f"{statistics.median(rps['off']):,.1f} req/s; ratio {ratio:.3f} (goal >= "
+        f"{GOAL_LOG_RATIO}); per round {', '.join(f'{p:.3f}' for p in pairs)}. Log on shipped "
+        f"{rows_on:,} rows for {answered_on:,} answered measured requests (plus warm-ups); "
+        f"log off shipped {rows_off} rows; errors {errors}"
+    )
+    assert min(rps["off"]) > 0, "the service did not answer with logging off"
+    assert rows_off == 0 and not wrote_default, "the log was written with logging off"
+    assert rows_on >= answered_on, "the log lost rows"
+    return {
+        "logging_rps_ratio": round(ratio, 3),
+        "logging_rps_ratio_by_round": [round(p, 3) for p in pairs],
+        "logging_rps_on_c8": rps["on"],
+        "logging_rps_off_c8": rps["off"],
+        "logging_p50_ms_on_c8": [r["p50_ms"] for r in runs if r["log"] == "on"],
+        "logging_p50_ms_off_c8": [r["p50_ms"] for r in runs if r["log"] == "off"],
+        "logging_rows_shipped_on": rows_on,
+        "logging_rows_shipped_off": rows_off,
+        "logging_errors": errors,
+        "logging_run_seconds": LOG_RUN_SECONDS,
+    }
+
+
+FIGURES: tuple[Callable[[Bench], dict[str, Any]], ...] = (cbpe_backtest, logging_rps_ratio)
+"""One function per figure group (`--only NAME` runs some); add request-to-monitor latency and
 monitoring cost here."""
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    names = [figure.__name__ for figure in FIGURES]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", action="append", choices=names, metavar="NAME",
+        help=f"run only this figure (repeatable): {', '.join(names)}",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
     start = time.perf_counter()
     bench = Bench()
     figures: dict[str, Any] = {}
     for figure in FIGURES:
-        figures.update(figure(bench))
+        if not args.only or figure.__name__ in args.only:
+            figures.update(figure(bench))
     print(
         json.dumps({**figures, **bench.timings, "bench_s": round(time.perf_counter() - start, 1)})
     )

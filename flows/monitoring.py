@@ -1,11 +1,16 @@
-"""Monitoring flow: each new inbox batch is validated, profiled and scored for drift; labelled
-batches are scored for realised performance; drift or a performance drop emits the Prefect event
-`readmit.drift.detected` (once per cooldown), which the `retraining` deployment is triggered by.
+"""Monitoring flow: what the service served, and the feed batches dropped in the inbox.
+
+Served traffic: new prediction-log chunks are read once and cut into time windows; outcomes
+dropped in `outcomes/inbox/` are validated, pseudonymised and stored; each window touched by new
+rows or new outcomes is assessed (drift, estimated and realised performance, label coverage,
+skew). Inbox batches: validated, profiled and scored for drift; labelled batches for realised
+performance. Drift or a performance drop emits `readmit.drift.detected` (once per cooldown),
+which the `retraining` deployment is triggered by.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -14,11 +19,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from readmit import data, monitoring, storage
-from readmit.data import inbox, validation
+from readmit.data import inbox, outcomes, validation
 from readmit.model import registry
-from readmit.monitoring import drift
+from readmit.monitoring import drift, windows
 from readmit.ops import audit
 from readmit.reports import report
+from readmit.serving import prediction_log_uri
 from readmit.settings import get_settings
 
 DRIFT_EVENT = "readmit.drift.detected"
@@ -95,13 +101,85 @@ def assess_batch(
     return result
 
 
-def publish(reports: list[drift.DriftReport]) -> None:
-    """Prefect artifacts: a summary table, the worst batch's feature table, report links."""
-    settings = get_settings()
+@task(cache_policy=NO_CACHE)
+def read_served_traffic(
+    champion: tuple[registry.LoadedModel, monitoring.Reference], state: dict[str, Any]
+) -> tuple[windows.Ingested, dict[str, Any]]:
+    """New prediction-log chunks, cut into window pieces and stored; the state moves on."""
+    settings, logger = get_settings(), get_run_logger()
+    read, state = windows.read_new_chunks(
+        settings.layout,
+        prediction_log_uri(settings),
+        state,
+        model=champion[0].model,
+        window=timedelta(seconds=settings.monitor_window_seconds),
+        grace=timedelta(seconds=settings.log_grace_seconds),
+        skew_rows=settings.skew_rows_per_chunk,
+    )
+    for bad in read.bad:
+        logger.error("prediction-log chunk %s set aside: %s", bad.name, bad.reason)
+    logger.info(
+        "served traffic: %d new chunks, %d rows, %d windows touched, %d chunks set aside",
+        len(read.chunks), read.rows, len(windows.touched(read.pieces)), len(read.bad),
+    )  # fmt: skip
+    return read, state
+
+
+@task(cache_policy=NO_CACHE)
+def take_outcomes() -> list[outcomes.OutcomesReport]:
+    """Outcomes files dropped in the store: stored (pseudonymised) or quarantined, then removed."""
+    settings, logger = get_settings(), get_run_logger()
+    taken = []
+    drops = outcomes.pending_drops(settings.artifacts_uri)
+    served = windows.served_encounter_keys(settings.layout) if drops else set()
+    for url in drops:
+        name = url.rsplit("/", 1)[-1]
+        try:
+            received = outcomes.add_outcomes(
+                storage.read_bytes(url), source=name, artifacts_uri=settings.artifacts_uri,
+                key=settings.pseudonym_key_bytes, served_keys=served,
+            )  # fmt: skip
+        except validation.ValidationFailed as exc:
+            logger.error("outcomes file %s quarantined: %s", name, exc)
+        else:
+            logger.info("%s", received.summary())
+            taken.append(received)
+        storage.remove(url)
+    return taken
+
+
+@task(cache_policy=NO_CACHE)
+def assess_windows(
+    champion: tuple[registry.LoadedModel, monitoring.Reference], window_ids: list[str]
+) -> list[windows.WindowAssessment]:
+    """Assess windows of served traffic; each assessment is stored as JSON + HTML."""
+    settings, logger = get_settings(), get_run_logger()
+    loaded, reference = champion
+    assessed = windows.assess_stored_windows(
+        settings.layout, reference, window_ids, outcomes.read_received(settings.artifacts_uri),
+        loaded.metadata.get("label_definition", "<30"), model_tag=loaded.tag,
+        skew_tolerance=settings.skew_tolerance,
+    )  # fmt: skip
+    for result in assessed:
+        logger.info("window %s: %s", result.window, result.summary())
+    return assessed
+
+
+def publish(reports: list[drift.DriftReport], served: list[dict[str, Any]]) -> None:
+    """Prefect artifacts: served windows (estimated vs realised AUC), a summary table, the worst
+    report's feature table, report links."""
+    layout = get_settings().layout
+    if served:
+        create_table_artifact(
+            key="served-windows",
+            table=served,
+            description="Served traffic per window: drift, estimated AUC (90% band) before "
+            "outcomes, realised AUC once they arrive, label coverage, skew check",
+        )
     create_table_artifact(
         key="drift-summary",
         table=[r.summary() for r in reports],
-        description="Per batch: severity, responsible features, performance",
+        description="Per batch or served window: severity, responsible features, performance",
     )
     worst = max(reports, key=lambda r: (r.alert, r.severity.rank))
     create_table_artifact(
@@ -110,14 +188,19 @@ def publish(reports: list[drift.DriftReport]) -> None:
         description=f"Feature drift of {worst.batch_id} (worst of this run)",
     )
     links = "\n".join(
-        f"- `{r.batch_id}`: **{r.severity}** - "
-        f"`{settings.layout.drift_report_dir(r.batch_id)}/drift.html`"
-        for r in reports
+        f"- `{r.batch_id}`: **{r.severity}** - `{report_url(layout, r.batch_id)}`" for r in reports
     )
     create_markdown_artifact(
         key="drift-reports",
         markdown=("## Drift reports (self-contained HTML, render offline)\n\n" + links),
     )
+
+
+def report_url(layout: Any, batch_id: str) -> str:
+    """Where a report's HTML is: a served window's assessment, or a batch's drift report."""
+    if batch_id.startswith(windows.SERVED_PREFIX):
+        return f"{layout.window_dir(batch_id.removeprefix(windows.SERVED_PREFIX))}/assessment.html"
+    return f"{layout.drift_report_dir(batch_id)}/drift.html"
 
 
 def maybe_emit(
@@ -170,7 +253,12 @@ def monitoring_flow(max_batches: int = 20, cooldown_s: float = 1800.0) -> dict[s
         return {"batches": [], "event": False, "reason": "no production model"}
     state_url = settings.layout.monitoring_state()
     state = monitoring.read_state(state_url)
-    reports = []
+    served, state = read_served_traffic(champion, state)
+    arrived = take_outcomes()
+    served_windows = assess_windows(
+        champion, windows.windows_to_assess(settings.layout, served.pieces, bool(arrived))
+    )
+    reports = [w.report for w in served_windows]
     for batch_id in inbox.pending(settings.artifacts_uri)[:max_batches]:
         frame = take_batch(batch_id)
         if frame is not None:
@@ -188,9 +276,17 @@ def monitoring_flow(max_batches: int = 20, cooldown_s: float = 1800.0) -> dict[s
     state["last_success_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     storage.write_json(state_url, state)
     if reports:
-        publish(reports)
-    monitoring.push_metrics(settings.pushgateway_url, reports, champion[0].tag)
-    return {"batches": [r.summary() for r in reports], "event": event, "model_tag": champion[0].tag}
+        publish(reports, [w.summary() for w in served_windows])
+    monitoring.push_metrics(settings.pushgateway_url, reports, champion[0].tag, served_windows)
+    return {
+        "batches": [
+            r.summary() for r in reports if not r.batch_id.startswith(windows.SERVED_PREFIX)
+        ],
+        "windows": [w.summary() for w in served_windows],
+        "outcomes": [o.to_dict() for o in arrived],
+        "event": event,
+        "model_tag": champion[0].tag,
+    }
 
 
 if __name__ == "__main__":

@@ -5,18 +5,22 @@ redeployed. Triggered by `readmit.drift.detected` (see prefect.yaml) or run by h
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.tasks import assess, fit, write_reference
 from readmit import data
-from readmit.data import inbox
+from readmit.data import inbox, outcomes
 from readmit.model import evaluate, gates, lifecycle, lineage, registry, retraining
+from readmit.monitoring import served as served_log
 from readmit.ops import audit
 from readmit.schema import LabelDefinition
+from readmit.serving import prediction_log_uri
 from readmit.settings import get_settings
 
 
@@ -37,17 +41,36 @@ def gather(champion: registry.LoadedModel | None, recent_batches: int) -> retrai
     )
     batch_ids = inbox.labelled_batches(settings.artifacts_uri)
     labelled = [inbox.load_labelled(settings.artifacts_uri, b) for b in batch_ids]
+    served = production_batches()
     assembled = retraining.assemble(
-        base, labelled, recent_batches=recent_batches, seed=settings.seed
+        base,
+        labelled + served,
+        key=settings.pseudonym_key_bytes,
+        recent_batches=recent_batches,
+        seed=settings.seed,
     )
     get_run_logger().info(
-        "challenger data: %d encounters (%d labelled batches); holdout %d recent encounters "
-        "of unseen patients",
-        len(assembled.train),
-        len(batch_ids),
+        "challenger data: %d encounters (%d labelled inbox batches, %d served encounters with "
+        "matured outcomes in %d windows); holdout %d recent encounters of unseen patients",
+        len(assembled.train), len(batch_ids), sum(len(b) for b in served), len(served),
         len(assembled.holdout),
-    )
+    )  # fmt: skip
     return assembled
+
+
+def production_batches() -> list[Any]:
+    """Served encounters whose outcomes matured, per monitoring window (prediction log joined
+    to the outcomes feed); unreadable log chunks are set aside, never fatal."""
+    settings = get_settings()
+    chunks = served_log.list_chunks(prediction_log_uri(settings))
+    good, _ = served_log.read_chunks(chunks, settings.layout.bad_chunks_dir())
+    if not good:
+        return []
+    frame = pd.concat([rows for _, rows in good], ignore_index=True)
+    window = timedelta(seconds=settings.monitor_window_seconds)
+    return retraining.production_batches(
+        frame, outcomes.read_received(settings.artifacts_uri), window
+    )
 
 
 @task(cache_policy=NO_CACHE)

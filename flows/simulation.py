@@ -1,5 +1,12 @@
-"""Simulation flow: replay encounters as batches into the inbox (and through the service), with an
-optional seeded drift episode; each batch's labels arrive `label_delay` batches later.
+"""Simulation flow: replay encounters as batches, with an optional seeded drift episode; each
+batch's outcomes arrive `label_delay` batches later.
+
+Two ways in, as a hospital would deliver them:
+- "service" (`make run`): every batch is scored by the service, one monitoring window each (the
+  replay waits for the next window); monitoring reads what the service logged, and the outcomes
+  arrive later as files in the outcomes feed's drop folder (`encounter_id,readmitted`). Without
+  a service URL an in-process stand-in ships the same prediction-log chunks the service would.
+- "inbox": batches land in the inbox as CSV files, their labels in `labels/`.
 
 Sources:
 - "holdout" (default): patient-disjoint batches from the reference period that the model never
@@ -11,6 +18,8 @@ Sources:
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import httpx
@@ -18,12 +27,15 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from readmit import data, storage
-from readmit.data import inbox
+from readmit.data import inbox, outcomes
 from readmit.layout import StoreLayout
+from readmit.model import registry
 from readmit.monitoring import drift, simulation
+from readmit.serving import prediction_log_uri
 from readmit.settings import get_settings
 
 Source = Literal["holdout", "future"]
+Via = Literal["service", "inbox"]
 
 
 @task(cache_policy=NO_CACHE)
@@ -56,6 +68,49 @@ def send_to_service(service_url: str, frame: Any, max_batch: int) -> int:
     return scored
 
 
+@task(cache_policy=NO_CACHE)
+def log_as_served(frame: Any, seq: int) -> int:
+    """The service's stand-in (no service running): score the batch with the production model
+    on the served path and ship it as one prediction-log chunk, as a service worker would."""
+    settings = get_settings()
+    loaded = registry.load_model()
+    simulation.ship_as_served(
+        loaded.model, frame, prediction_log_uri(settings), datetime.now(UTC),
+        model_tag=loaded.tag, threshold=float(loaded.metadata["threshold"]), seq=seq,
+    )  # fmt: skip
+    return len(frame)
+
+
+def deliver(via: Via, batch_id: str, features: Any, seq: int, service_url: str | None) -> None:
+    """A batch as the hospital sends it: to the service (in its own monitoring window), or as a
+    file in the inbox."""
+    settings = get_settings()
+    if via == "inbox":
+        inbox.publish_batch(settings.artifacts_uri, batch_id, features)
+        return
+    wait_for_next_window(settings.monitor_window_seconds)
+    if service_url:
+        send_to_service(service_url, features, settings.max_batch_size)
+    else:
+        log_as_served(features, seq)
+
+
+def deliver_outcomes(via: Via, batch_id: str, labels: Any) -> None:
+    """A batch's outcomes, once they matured: the outcomes feed's drop folder (served traffic)
+    or the inbox's `labels/`."""
+    artifacts_uri = get_settings().artifacts_uri
+    if via == "service":
+        outcomes.drop(artifacts_uri, batch_id, labels)
+    else:
+        inbox.publish_labels(artifacts_uri, batch_id, labels)
+
+
+def wait_for_next_window(window_s: float) -> None:
+    """Sleep until the next monitoring window starts (windows are aligned on the UTC epoch)."""
+    now = time.time()
+    time.sleep(window_s - now % window_s + 0.05)
+
+
 @flow(name="simulation", log_prints=True)
 def simulation_flow(
     n_batches: int = 6,
@@ -69,8 +124,9 @@ def simulation_flow(
     first_batch: int | None = None,
     service_url: str | None = None,
     seed: int = 7,
+    via: Via = "inbox",
 ) -> dict[str, Any]:
-    """Publish `n_batches` batches to the inbox, labels one delay later, drift from `drift_start`.
+    """Replay `n_batches` batches, outcomes one delay later, drift from `drift_start`.
 
     Args:
         n_batches: How many batches to replay.
@@ -83,8 +139,11 @@ def simulation_flow(
         label_delay: Labels of batch k arrive when batch k + label_delay is published; the
             last `label_delay` batches' labels arrive with a later replay.
         first_batch: Number of the first batch id; default continues after the last one.
-        service_url: If set, every batch is also scored by the service (its prediction logs).
+        service_url: The service that scores the batches when `via` is "service" (without it,
+            an in-process stand-in ships the same prediction log).
         seed: Seed of the drift injection and of the batch sampling.
+        via: "service" (served, one monitoring window per batch, outcomes through the outcomes
+            feed) or "inbox" (batch files in the inbox, labels in `labels/`).
     """
     settings, logger = get_settings(), get_run_logger()
     batches = plan_batches(source, n_batches, batch_size, seed)
@@ -94,15 +153,10 @@ def simulation_flow(
     ids = [inbox.batch_id(start + i) for i in range(len(batches))]
     published: list[str] = []
     for i, (batch_id, batch) in enumerate(zip(ids, batches, strict=True)):
-        features, _ = inbox.split_labels(batch)
-        inbox.publish_batch(settings.artifacts_uri, batch_id, features)
-        if service_url:
-            send_to_service(service_url, features, settings.max_batch_size)
+        deliver(via, batch_id, inbox.split_labels(batch)[0], start + i, service_url)
         if i >= label_delay:
-            late = i - label_delay
-            inbox.publish_labels(
-                settings.artifacts_uri, ids[late], inbox.split_labels(batches[late])[1]
-            )
+            late = inbox.split_labels(batches[i - label_delay])[1]
+            deliver_outcomes(via, ids[i - label_delay], late)
         published.append(batch_id)
         drifted = episode is not None and i >= episode.start
         logger.info(
@@ -115,6 +169,7 @@ def simulation_flow(
         "batches": published,
         "episode": episode.to_dict() if episode else None,
         "source": source,
+        "via": via if via == "inbox" or service_url else "service stand-in (in-process)",
     }
 
 

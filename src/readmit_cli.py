@@ -145,6 +145,23 @@ def format_loop_summary(out: dict[str, Any]) -> str:
             f"  monitored  {b['batch_id']:22} severity {b['severity']:8} "
             f"{', '.join(b['features'][:4])}"
         )
+    served = out["monitoring"].get("windows") or []
+    if served:
+        lines.append("served windows (estimated AUC before outcomes, realised once they arrived):")
+    for w in served:
+        realised = "-" if w["realised_auc"] is None else f"{w['realised_auc']:.3f}"
+        estimated = "-" if w["estimated_auc"] is None else f"{w['estimated_auc']:.3f}"
+        lines.append(
+            f"  {w['window']}  {w['served']:5} served  est {estimated} [{w['band_90'] or '-'}]"
+            f"  realised {realised}  outcomes {w['label_coverage']:.0%}  "
+            f"drift {w['severity']}{' (' + w['features'] + ')' if w['features'] else ''}"
+            f"{'' if w['skew_ok'] is not False else '  SKEW: another model answered'}"
+        )
+    for o in out["monitoring"].get("outcomes") or []:
+        lines.append(
+            f"outcomes     {o['source']}: {o['accepted']} accepted, {o['duplicates']} "
+            f"duplicates, {o['conflicts']} conflicting, {o['unknown_encounters']} unknown"
+        )
     event = "emitted (readmit.drift.detected)" if out["monitoring"]["event"] else "none"
     lines.append(f"drift event  {event}")
     r = out["retraining"]
@@ -200,6 +217,29 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_outcomes_add(args: argparse.Namespace) -> int:
+    """Take an outcomes file: validate, pseudonymise, reconcile with the store, report."""
+    from readmit import storage
+    from readmit.data import outcomes, validation
+    from readmit.monitoring import windows
+
+    settings = get_settings()
+    try:
+        report = outcomes.add_outcomes(
+            storage.read_bytes(args.file),
+            source=args.file,
+            artifacts_uri=settings.artifacts_uri,
+            key=settings.pseudonym_key_bytes,
+            served_keys=windows.served_encounter_keys(settings.layout),
+        )
+    except validation.ValidationFailed as exc:
+        print(f"error: outcomes file rejected: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    print(f"report: {report.report_uri}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of the `readmit` command."""
     parser = argparse.ArgumentParser(prog="readmit", description=__doc__)
@@ -235,6 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("-o", "--output", required=True, help="where to write the scores CSV")
     score.add_argument("--model", help="model tag (default: production)")
     score.set_defaults(func=cmd_score)
+
+    feed = sub.add_parser("outcomes", help="the outcomes feed: outcomes of served encounters")
+    fsub = feed.add_subparsers(dest="outcomes_command", required=True)
+    add = fsub.add_parser(
+        "add",
+        help="validate, pseudonymise and store a CSV of encounter_id,readmitted (the next "
+        "monitoring run joins it to served predictions)",
+    )
+    add.add_argument("file", help="CSV or CSV.gz (path or fsspec URL): encounter_id,readmitted")
+    add.set_defaults(func=cmd_outcomes_add)
     return parser
 
 

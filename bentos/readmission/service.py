@@ -62,6 +62,7 @@ class Readmission:
         self.threshold = 0.5
         self.not_ready_reason: str | None = None
         self.dispatch: Any = None
+        self.prediction_monitor: Any = None  # this worker's prediction-log monitor (`_log`)
         wanted = SETTINGS.model_tag or PACKED_MODEL_TAG
         try:
             self.loaded = registry.load_model(wanted)
@@ -115,7 +116,17 @@ class Readmission:
         """Metrics, and the prediction log (queued, then shipped: serving.prediction_log)."""
         assert self.loaded is not None
         serving.observe_predictions(self.metrics, endpoint, probs, risks)
-        with bentoml.monitor(serving.MONITOR_NAME) as mon:
+        if not SETTINGS.prediction_log_enabled:  # benchmarking only: monitoring sees nothing
+            return  # (bentoml.monitor is a no-op then too: serving.monitoring_config)
+        # The monitor is looked up once: a `with bentoml.monitor(...)` costs ~50 us a call.
+        if self.prediction_monitor is None:
+            with bentoml.monitor(serving.MONITOR_NAME) as mon:  # as BentoML's config selects it
+                self.prediction_monitor = mon
+        monitor = self.prediction_monitor
+        if isinstance(monitor, prediction_log.ShippingMonitor):  # one call, not one per column
+            monitor.log_rows(serving.log_rows(records, probs, risks, self.loaded.tag))
+            return
+        with bentoml.monitor(serving.MONITOR_NAME) as mon:  # any other backend: column by column
             for name, role, kind, values in serving.log_columns(
                 records, probs, risks, self.loaded.tag
             ):

@@ -34,6 +34,28 @@ LAYOUT: tuple[tuple[str, str], ...] = (
         "monitoring/bad_chunks/<utc date>/<chunk>, <chunk>.reason.json",
         "prediction-log chunks that could not be read, set aside with the reason",
     ),
+    (
+        "monitoring/windows/<window>/<chunk>.profile.bin|<chunk>.served.csv.gz",
+        "served traffic per time window and log chunk: whylogs profile of the features; "
+        "pseudonyms, probability, model, time, cohort and the skew re-score of sampled rows",
+    ),
+    (
+        "monitoring/windows/<window>/assessment.json|assessment.html",
+        "a window's drift, estimated and realised performance, label coverage and skew",
+    ),
+    ("outcomes/inbox/<file>.csv", "drop folder of the outcomes feed: encounter_id, readmitted"),
+    (
+        "outcomes/received/<utc time>-<source>.csv.gz",
+        "accepted outcomes, pseudonymised on arrival (encounter_key, readmitted, received_at)",
+    ),
+    (
+        "outcomes/reports/<utc time>-<source>.json",
+        "what each outcomes file brought: accepted, duplicates, conflicts, unknown encounters",
+    ),
+    (
+        "outcomes/conflicts/<utc time>-<source>.csv.gz",
+        "outcomes that contradict a stored one, set aside (pseudonymised)",
+    ),
     ("audit/audit.jsonl", "every lifecycle decision, appended"),
     (
         "prediction_logs/<utc date>/<utc time>-<pod>-w<worker>-p<pid>-<seq>.jsonl.gz",
@@ -96,6 +118,26 @@ class StoreLayout:
     def bad_chunks_dir(self) -> str:
         """Prediction-log chunks set aside by monitoring (unreadable), with their reasons."""
         return self.path("monitoring", "bad_chunks")
+
+    def windows_dir(self) -> str:
+        """Served traffic by time window (one folder per window)."""
+        return self.path("monitoring", "windows")
+
+    def window_dir(self, window: str) -> str:
+        """One time window of served traffic: per-chunk pieces and the window's assessment."""
+        return self.path("monitoring", "windows", window)
+
+    def outcomes_inbox(self) -> str:
+        """Drop folder of the outcomes feed."""
+        return self.path("outcomes", "inbox")
+
+    def outcomes_received(self) -> str:
+        """Accepted, pseudonymised outcomes (append-only files)."""
+        return self.path("outcomes", "received")
+
+    def outcomes_file(self, folder: str, stamp: str, source: str, suffix: str) -> str:
+        """One file of the outcomes store: `received`, `reports` or `conflicts`."""
+        return self.path("outcomes", folder, f"{stamp}-{source}{suffix}")
 
     def audit_log(self) -> str:
         """The append-only audit log of lifecycle decisions."""

@@ -60,10 +60,13 @@ def fingerprint(key: bytes) -> str:
 
 
 def pseudonymise_record(record: Mapping[str, Any], key: bytes) -> dict[str, Any]:
-    """The record with its raw identifiers replaced by their pseudonyms (None where absent)."""
+    """The record with its raw identifiers replaced by their pseudonyms (None where absent).
+
+    A record that is already keyed (a served row read back from the prediction log) keeps its
+    pseudonyms."""
     out = {k: v for k, v in record.items() if k not in KEY_OF}
     for raw, keyed in KEY_OF.items():
-        out[keyed] = pseudonym(key, raw, record.get(raw))
+        out[keyed] = pseudonym(key, raw, record[raw]) if raw in record else record.get(keyed)
     return out
 
 
@@ -87,6 +90,21 @@ def add_keys(frame: pd.DataFrame, key: bytes) -> pd.DataFrame:
         if raw in out.columns:
             out[keyed] = key_column(out[raw], key, raw)
     return out
+
+
+def patient_groups(frame: pd.DataFrame) -> pd.Series:
+    """The patient of each row, for patient-grouped splits: its pseudonym where the frame is
+    keyed (served rows carry nothing else), else the raw number. A key stands for exactly one
+    number, so both give the same groups.
+
+    Raises:
+        ValueError: the frame has neither column.
+    """
+    if PATIENT_KEY in frame.columns:
+        return frame[PATIENT_KEY]
+    if "patient_nbr" in frame.columns:
+        return frame["patient_nbr"]
+    raise ValueError("the frame has no patient_key or patient_nbr: patients cannot be grouped")
 
 
 def drop_raw_ids(frame: pd.DataFrame, key: bytes) -> pd.DataFrame:

@@ -149,6 +149,8 @@ LabelDefinition = Literal["<30", "any"]
 """What a model predicts from `readmitted`: readmission within 30 days, or any readmission."""
 OUTCOME_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.kind is Kind.LABEL)
 """Columns that are only known 30+ days after discharge: never in a scoring input."""
+OUTCOME_FEED_COLUMNS: tuple[str, ...] = ("encounter_id", LABEL_COLUMN)
+"""What the outcomes feed delivers, once an outcome has matured: the encounter and its outcome."""
 INPUT_COLUMNS: tuple[str, ...] = tuple(
     c.name for c in COLUMNS if c.kind not in (Kind.ID, Kind.LABEL)
 )

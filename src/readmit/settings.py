@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         description="Where the service ships its prediction-log chunks (a folder or fsspec URL, "
         "S3 included); unset: <artifacts>/prediction_logs, where monitoring reads them.",
     )
+    prediction_log_enabled: bool = Field(
+        default=True,
+        description="Log every answered prediction (the shipping prediction log). Turn it off "
+        "only to benchmark the log's cost (benchmarks/feedback.py `logging_rps_ratio`): with it "
+        "off nothing is logged or shipped, so monitoring sees none of the service's traffic.",
+    )
     log_flush_seconds: float = Field(
         default=2.0,
         gt=0,
@@ -116,6 +122,32 @@ class Settings(BaseSettings):
         "on against 664-738 off; with 2 workers c8 p50 averages 8.3 ms on and 8.7 ms off, each "
         "run decided by where keep-alive connections land (all on one worker, or shared). "
         "Re-measure when the scorer changes.",
+    )
+
+    monitor_window_seconds: int = Field(
+        default=3600,
+        gt=0,
+        description="Length of the time windows monitoring cuts served traffic into (drift, "
+        "estimated and realised performance, label coverage and skew per window; windows are "
+        "aligned on UTC).",
+    )
+    log_grace_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="How late a prediction-log chunk may land after a later one and still be "
+        "read exactly once: monitoring remembers the chunks it read within this time.",
+    )
+    skew_rows_per_chunk: int = Field(
+        default=10,
+        ge=0,
+        description="Logged rows per chunk that monitoring re-scores offline with the registered "
+        "model (the skew check); 0 turns the check off.",
+    )
+    skew_tolerance: float = Field(
+        default=1e-6,
+        gt=0,
+        description="Largest difference between a logged and a re-scored probability that still "
+        "counts as the same answer.",
     )
 
     @property

@@ -83,9 +83,26 @@ def copy(src: str, dst: str) -> str:
     return write_bytes(dst, read_bytes(src))
 
 
+def forget_listings(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Drop the filesystem's cached listings of `path`, its parents and everything below it.
+
+    Why: s3fs caches directory listings per process for good, and other processes (every pod
+    and worker of the service, the flows) keep adding files: a long-lived reader would list the
+    same folder from its cache again and again and never see new prediction-log chunks.
+    """
+    root = path.rstrip("/")
+    fs.invalidate_cache(root)  # the folder and its parents
+    cache = getattr(fs, "dircache", None)
+    if cache:
+        for key in [k for k in list(cache) if k.startswith(root + "/")]:
+            cache.pop(key, None)
+
+
 def list_files(url: str, pattern: str = "*") -> list[str]:
-    """Sorted URLs of files matching a glob below a folder (empty if the folder is absent)."""
+    """Sorted URLs of files matching a glob below a folder (empty if the folder is absent), as
+    the store has them now (never a cached listing: `forget_listings`)."""
     fs, path = filesystem(url)
+    forget_listings(fs, path)
     if not fs.exists(path):
         return []
     matches = fs.glob(f"{path.rstrip('/')}/{pattern}")

@@ -56,7 +56,7 @@ class ServedBento:
     log_file: Path
 
 
-_SHARED: dict[str, Any] = {"served": None, "users": 0}
+_SHARED: dict[str, Any] = {"served": None, "users": 0, "built": None}
 
 
 def service_helpers() -> ModuleType:
@@ -91,13 +91,23 @@ def register_small_model(full_frame: pd.DataFrame) -> str:
     return registry.save_model(model, metadata, stage="candidate")
 
 
-def _start_bento(full_frame: pd.DataFrame, run_dir: Path) -> ServedBento:
-    """Register the small test model, `bentoml build` it, serve it and wait until ready."""
+def small_bento(full_frame: pd.DataFrame) -> tuple[str, str]:
+    """(model tag, bento tag) of the small test model, registered and `bentoml build`-packed
+    once per test process."""
     from readmit.ops import deploy
     from readmit.settings import get_settings
 
-    model_tag = register_small_model(full_frame)
-    bento_tag = deploy.build_bento(model_tag, get_settings())
+    if _SHARED.get("built") is None:
+        model_tag = register_small_model(full_frame)
+        _SHARED["built"] = (model_tag, deploy.build_bento(model_tag, get_settings()))
+    return _SHARED["built"]  # type: ignore[no-any-return]
+
+
+def _start_bento(full_frame: pd.DataFrame, run_dir: Path) -> ServedBento:
+    """Register the small test model, `bentoml build` it, serve it and wait until ready."""
+    from readmit.ops import deploy
+
+    model_tag, bento_tag = small_bento(full_frame)
     port = deploy.free_port()
     env = {"READMIT_PREDICTION_LOG_URI": str(run_dir / "prediction_logs")}
     proc, _, log_file = deploy.start_server(bento_tag, port, run_dir=run_dir, env=env)

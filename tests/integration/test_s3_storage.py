@@ -121,3 +121,18 @@ def test_wrong_secret_is_refused(s3_prefix: str, monkeypatch: pytest.MonkeyPatch
 
     with pytest.raises(PermissionError):
         storage.read_bytes(f"{s3_prefix}/secret.txt")
+
+
+def test_list_files_sees_what_another_writer_added_since_the_last_listing(s3_prefix: str) -> None:
+    """A long-lived reader (monitoring) lists a folder again and again while other processes
+    (the service's pods) add files: every listing is the store's, never a cached one."""
+    assert storage.list_files(f"{s3_prefix}/logs", "*/*.jsonl.gz") == []  # not there yet
+    storage.write_text(f"{s3_prefix}/logs/2026-12-04/a.jsonl.gz", "a")
+    assert len(storage.list_files(f"{s3_prefix}/logs", "*/*.jsonl.gz")) == 1
+    other = s3fs.S3FileSystem(skip_instance_cache=True, **storage.s3_options())  # another pod
+    other.pipe(f"{s3_prefix}/logs/2026-12-04/b.jsonl.gz".removeprefix("s3://"), b"b")
+    other.pipe(f"{s3_prefix}/logs/2026-12-05/c.jsonl.gz".removeprefix("s3://"), b"c")
+
+    listed = storage.list_files(f"{s3_prefix}/logs", "*/*.jsonl.gz")
+
+    assert [u.rsplit("/", 1)[-1] for u in listed] == ["a.jsonl.gz", "b.jsonl.gz", "c.jsonl.gz"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -12,10 +11,16 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from service_helpers import READY_TIMEOUT_S, Served, encounter_json
+from service_helpers import (
+    READY_TIMEOUT_S,
+    Served,
+    encounter_json,
+    shipped_rows,
+    traffic_then_sigterm,
+)
 
 import readmit_cli as cli
-from readmit import data, pseudonyms
+from readmit import data, pseudonyms, storage
 from readmit.model import registry
 from readmit.monitoring import served as served_log
 from readmit.ops import deploy
@@ -217,21 +222,8 @@ def test_invalid_requests_are_counted(client: httpx.Client) -> None:
     assert any('problem="unknown category"' in ln for ln in lines), lines
 
 
-def _shipped_rows(log_dir: Path) -> list[dict[str, Any]]:
-    """Every row the service shipped below `log_dir`, chunk by chunk in time order."""
-    return [
-        row
-        for chunk in served_log.list_chunks(str(log_dir))
-        for row in prediction_log.decode_chunk(chunk_bytes(chunk.url))
-    ]
-
-
-def chunk_bytes(url: str) -> bytes:
-    return Path(url).read_bytes()
-
-
 def _monitor_records(served: Served) -> list[dict[str, Any]]:
-    return _shipped_rows(served.prediction_logs)
+    return shipped_rows(served.prediction_logs)
 
 
 def test_prediction_log_has_features_and_predictions_without_identifiers(
@@ -255,7 +247,7 @@ def test_prediction_log_has_features_and_predictions_without_identifiers(
         get_settings().pseudonym_key_bytes, "patient_nbr", SECRET_PATIENT
     )
     shipped = [
-        prediction_log.decode_chunk(chunk_bytes(c.url))
+        prediction_log.decode_chunk(storage.read_bytes(c.url))
         for c in served_log.list_chunks(str(served.prediction_logs))
     ]
     assert str(SECRET_PATIENT) not in json.dumps(shipped)
@@ -332,38 +324,15 @@ def test_a_sigterm_in_the_middle_of_traffic_loses_no_row(bento_tag: str, run_roo
     env = {"READMIT_PREDICTION_LOG_URI": str(plogs), "READMIT_LOG_FLUSH_SECONDS": "60"}
     proc, _, log_file = deploy.start_server(bento_tag, port, run_dir=run_root / "stop", env=env)
     url = f"http://{deploy.HOST}:{port}"
-    answered: list[int] = []
-    stop = threading.Event()
-
-    def traffic(offset: int) -> None:
-        with httpx.Client(base_url=url, timeout=10) as c:
-            for i in range(offset, offset + 100_000, 4):
-                if stop.is_set():
-                    return
-                try:
-                    resp = c.post("/predict", json={**EXAMPLE, "encounter_id": i + 1})
-                except httpx.HTTPError:
-                    return
-                if resp.status_code == 200:
-                    answered.append(i + 1)
-
     try:
         ok, reason = deploy.wait_ready(url, proc, READY_TIMEOUT_S)
         assert ok, reason
-        clients = [threading.Thread(target=traffic, args=(k,)) for k in range(4)]
-        for t in clients:
-            t.start()
-        deadline = time.monotonic() + 30
-        while len(answered) < 300 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        answered = traffic_then_sigterm(url, proc.pid, EXAMPLE, min_answered=300)
     finally:
-        deploy.stop_server(proc.pid)
-        stop.set()
-    for t in clients:
-        t.join(timeout=30)
+        deploy.stop_server(proc.pid)  # already stopped unless something failed first
     assert len(answered) >= 300, log_file.read_text()[-2000:]
     key = get_settings().pseudonym_key_bytes
     expected = {pseudonyms.pseudonym(key, "encounter_id", e) for e in answered}
-    logged = [r["encounter_key"] for r in _shipped_rows(plogs)]
+    logged = [r["encounter_key"] for r in shipped_rows(plogs)]
     assert expected <= set(logged), f"{len(expected - set(logged))} answered rows not shipped"
     assert len(logged) == len(set(logged))  # no row twice

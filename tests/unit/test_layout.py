@@ -35,6 +35,10 @@ def test_every_layout_path_is_in_the_table() -> None:
         layout.monitoring_state(),
         layout.audit_log(),
         layout.prediction_logs(),
+        layout.window_dir("w"),
+        layout.outcomes_inbox(),
+        layout.outcomes_received(),
+        layout.outcomes_file("reports", "T", "s", ".json"),
     ]
     tops = {path.split("/", 1)[0] for path, _ in LAYOUT}
     for url in produced:

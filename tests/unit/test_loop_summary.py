@@ -32,9 +32,27 @@ def loop_output(final_service: dict[str, Any] | None, redeployed: bool) -> dict[
         "trained": trained(),
         "service": final_service,
         "replay": {"batches": [1, 2], "episode": None},
-        "monitoring": {"batches": [], "event": True},
+        "monitoring": {
+            "batches": [],
+            "event": True,
+            "windows": [window(0.66, None, 0.0), window(0.65, 0.671, 0.97)],
+        },
         "retraining": retraining,
     }
+
+
+def window(estimated: float, realised: float | None, coverage: float) -> dict[str, Any]:
+    return {"window": "20261204T100000Z", "served": 2000, "estimated_auc": estimated,
+            "band_90": "0.630-0.690", "realised_auc": realised, "label_coverage": coverage,
+            "severity": "none", "features": "", "skew_ok": True}  # fmt: skip
+
+
+def test_the_summary_shows_estimated_against_realised_auc_per_window() -> None:
+    text = format_loop_summary(loop_output(None, redeployed=False))
+    rows = [line for line in text.splitlines() if "served  est" in line]
+    assert len(rows) == 2
+    assert "est 0.660 [0.630-0.690]  realised -  outcomes 0%" in rows[0]
+    assert "est 0.650 [0.630-0.690]  realised 0.671  outcomes 97%" in rows[1]
 
 
 def test_after_a_redeploy_the_curl_targets_the_new_port() -> None:

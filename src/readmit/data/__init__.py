@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit
 
 from readmit import storage
+from readmit.pseudonyms import patient_groups
 from readmit.schema import COLUMNS, DIED_OR_HOSPICE_IDS, RAW_COLUMNS, Kind
 
 NA_VALUES = ["?"]
@@ -57,7 +58,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def parse_encounters(data: bytes) -> pd.DataFrame:
+def parse_encounters(data: bytes, expected: Sequence[str] = RAW_COLUMNS) -> pd.DataFrame:
     """Parse uncompressed CSV bytes into a frame with the schema's dtypes.
 
     `?` is missing; `None` (in max_glu_serum / A1Cresult) stays a category; ICD-9 codes stay
@@ -78,8 +79,9 @@ def parse_encounters(data: bytes) -> pd.DataFrame:
         raise DataFormatError(f"the file is not a readable CSV: {exc}") from exc
     if frame.shape[1] < 2:
         raise DataFormatError(
-            f"the file is not a comma-separated table of encounters (found {frame.shape[1]} "
-            "column); expected the data set's 50 columns"
+            f"the file is not a comma-separated table (found {frame.shape[1]} column); "
+            f"expected its {len(expected)} columns: {', '.join(expected[:4])}"
+            f"{', ...' if len(expected) > 4 else ''}"
         )
     return coerce_types(frame)
 
@@ -195,7 +197,10 @@ def split_feed(
 
 
 def in_time_order(frame: pd.DataFrame) -> pd.DataFrame:
-    """Encounters sorted by encounter_id, the data set's only time proxy."""
+    """Encounters sorted by encounter_id, the data set's only time proxy (a keyed frame without
+    it, served rows, is already in time order and stays so)."""
+    if "encounter_id" not in frame.columns:
+        return frame.reset_index(drop=True)
     return frame.sort_values("encounter_id", kind="stable").reset_index(drop=True)
 
 
@@ -204,7 +209,7 @@ def split_by_patient(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train / holdout split in which no patient appears on both sides (no leakage via repeats)."""
     splitter = GroupShuffleSplit(n_splits=1, test_size=holdout_fraction, random_state=seed)
-    train_idx, holdout_idx = next(splitter.split(frame, groups=frame["patient_nbr"]))
+    train_idx, holdout_idx = next(splitter.split(frame, groups=patient_groups(frame)))
     train = frame.iloc[np.sort(train_idx)].reset_index(drop=True)
     holdout = frame.iloc[np.sort(holdout_idx)].reset_index(drop=True)
     return train, holdout

@@ -29,7 +29,15 @@ import pandas as pd
 from readmit import data, storage
 from readmit.layout import StoreLayout
 from readmit.reports.page import page
-from readmit.schema import COLUMNS, LABEL_COLUMN, RAW_COLUMNS, Column, Kind
+from readmit.schema import (
+    COLUMN_BY_NAME,
+    COLUMNS,
+    LABEL_COLUMN,
+    OUTCOME_FEED_COLUMNS,
+    RAW_COLUMNS,
+    Column,
+    Kind,
+)
 from readmit.settings import PROJECT_ROOT
 
 SUITE_NAME = "encounters"
@@ -85,9 +93,10 @@ class ValidationFailed(Exception):
         )
         return (
             f"the batch ({self.result.n_rows} rows) failed {len(lines)} of "
-            f"{self.result.n_expectations} data checks: {shown}{more}. Nothing was trained or "
-            f"scored on it. The original file and its report (report.json, report.html) were "
-            f"quarantined at {self.quarantine_uri}; fix the data at its source and resend it."
+            f"{self.result.n_expectations} data checks: {shown}{more}. Nothing was trained, "
+            "scored or stored from it. The original file and its report (report.json, "
+            f"report.html) were quarantined at {self.quarantine_uri}; fix the data at its source "
+            "and resend it."
         )
 
 
@@ -105,7 +114,7 @@ def _gx() -> Any:
     return gx
 
 
-def _column_expectations(gxe: Any, column: Column) -> list[Any]:
+def _column_expectations(gxe: Any, column: Column, unique: bool = False) -> list[Any]:
     """Type, value set / range / pattern, uniqueness and missingness checks for one column."""
     name = column.name
     numeric = column.kind in (Kind.ID, Kind.INT)
@@ -124,7 +133,7 @@ def _column_expectations(gxe: Any, column: Column) -> list[Any]:
         )
     if column.regex is not None:
         out.append(gxe.ExpectColumnValuesToMatchRegex(column=name, regex=column.regex))
-    if name == "encounter_id":
+    if unique:
         out.append(gxe.ExpectColumnValuesToBeUnique(column=name))
     if not column.nullable:
         out.append(gxe.ExpectColumnValuesToNotBeNull(column=name))
@@ -135,37 +144,77 @@ def _column_expectations(gxe: Any, column: Column) -> list[Any]:
     return out
 
 
+@dataclass(frozen=True)
+class Suite:
+    """One GX suite: the schema columns a file must carry, exactly, and which must be unique.
+
+    Every suite is built from `readmit.schema` columns, so a value set lives in one place."""
+
+    name: str
+    columns: tuple[Column, ...]
+    unique: tuple[str, ...] = ()
+
+
+ENCOUNTERS = Suite(SUITE_NAME, COLUMNS, unique=("encounter_id",))
+"""Training batches: every column, the outcome included."""
+ENCOUNTERS_SCORING = Suite(
+    f"{SUITE_NAME}_scoring",
+    tuple(c for c in COLUMNS if c.name != LABEL_COLUMN),
+    unique=("encounter_id",),
+)
+"""Feed batches (scoring, monitoring): every column but the outcome."""
+OUTCOMES = Suite("outcomes", tuple(COLUMN_BY_NAME[n] for n in OUTCOME_FEED_COLUMNS))
+"""The outcomes feed: `encounter_id`, `readmitted`. Duplicates are not a validation failure:
+the outcomes feed counts and reports them (`readmit.data.outcomes`)."""
+SUITES = (ENCOUNTERS, ENCOUNTERS_SCORING, OUTCOMES)
+
+
+def encounters_suite(require_label: bool) -> Suite:
+    """The encounters suite with the label (training) or without it (scoring, monitoring)."""
+    return ENCOUNTERS if require_label else ENCOUNTERS_SCORING
+
+
 def suite_columns(require_label: bool) -> tuple[Column, ...]:
     """Schema columns a batch must carry: all of them, or all but the label for scoring."""
-    return tuple(c for c in COLUMNS if require_label or c.name != LABEL_COLUMN)
+    return encounters_suite(require_label).columns
+
+
+def suite_expectations(suite: Suite) -> list[Any]:
+    """A suite's expectations, derived from its schema columns in schema order."""
+    gxe = _gx().expectations
+    out: list[Any] = [
+        gxe.ExpectTableColumnsToMatchSet(
+            column_set=[c.name for c in suite.columns], exact_match=True
+        ),
+        gxe.ExpectTableRowCountToBeBetween(min_value=1, max_value=None),
+    ]
+    for column in suite.columns:
+        out.extend(_column_expectations(gxe, column, unique=column.name in suite.unique))
+    return out
 
 
 def build_expectations(require_label: bool = True) -> list[Any]:
-    """The suite's expectations, derived from `schema.COLUMNS` in schema order."""
-    gxe = _gx().expectations
-    columns = suite_columns(require_label)
-    out: list[Any] = [
-        gxe.ExpectTableColumnsToMatchSet(column_set=[c.name for c in columns], exact_match=True),
-        gxe.ExpectTableRowCountToBeBetween(min_value=1, max_value=None),
-    ]
-    for column in columns:
-        out.extend(_column_expectations(gxe, column))
-    return out
+    """The encounters suite's expectations (with or without the label)."""
+    return suite_expectations(encounters_suite(require_label))
 
 
 def suite_name(require_label: bool) -> str:
     """`encounters` for labelled (training) batches, `encounters_scoring` without the label."""
-    return SUITE_NAME if require_label else f"{SUITE_NAME}_scoring"
+    return encounters_suite(require_label).name
 
 
-def suite_json(require_label: bool = True) -> dict[str, Any]:
-    """Reviewable, deterministic JSON of a suite (no random ids), as committed in validations/."""
+def suite_json(suite: Suite | bool = True) -> dict[str, Any]:
+    """Reviewable, deterministic JSON of a suite (no random ids), as committed in validations/.
+
+    A bool selects the encounters suite with (True) or without (False) the label."""
+    if isinstance(suite, bool):
+        suite = encounters_suite(suite)
     expectations = []
-    for expectation in build_expectations(require_label):
+    for expectation in suite_expectations(suite):
         config = expectation.configuration.to_json_dict()
         expectations.append({"type": config["type"], "kwargs": config["kwargs"]})
     return {
-        "name": suite_name(require_label),
+        "name": suite.name,
         "generated_from": (
             "readmit.schema.COLUMNS; regenerate: readmit.data.validation.write_suite_json"
         ),
@@ -174,12 +223,12 @@ def suite_json(require_label: bool = True) -> dict[str, Any]:
 
 
 def write_suite_json(folder: str | Path = SUITE_DIR) -> list[Path]:
-    """Write both suites as JSON for review (`encounters_suite.json`, `..._scoring_suite.json`)."""
+    """Write every suite as JSON for review (`<suite name>_suite.json`)."""
     paths = []
-    for require_label in (True, False):
-        path = Path(folder) / f"{suite_name(require_label)}_suite.json"
+    for suite in SUITES:
+        path = Path(folder) / f"{suite.name}_suite.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(suite_json(require_label), indent=2, sort_keys=False) + "\n")
+        path.write_text(json.dumps(suite_json(suite), indent=2, sort_keys=False) + "\n")
         paths.append(path)
     return paths
 
@@ -197,8 +246,8 @@ def _batch_definition() -> Any:
 
 
 @cache
-def _expectations(require_label: bool) -> tuple[Any, ...]:
-    return tuple(build_expectations(require_label))
+def _expectations(suite: Suite) -> tuple[Any, ...]:
+    return tuple(suite_expectations(suite))
 
 
 # --------------------------------------------------------------------------- running, condensing
@@ -355,17 +404,20 @@ def _run(gx: Any, batch_definition: Any, frame: pd.DataFrame, expectations: list
     return list(batch.validate(suite, result_format=_RESULT_FORMAT).results)
 
 
-def validate_frame(frame: pd.DataFrame, *, require_label: bool = True) -> ValidationResult:
-    """Run the encounters suite on a parsed frame (schema dtypes, as `data.parse_encounters` gives).
+def validate_frame(
+    frame: pd.DataFrame, *, require_label: bool = True, suite: Suite | None = None
+) -> ValidationResult:
+    """Run a suite on a parsed frame (schema dtypes, as `data.parse_encounters` gives).
 
-    With `require_label=False` (scoring, monitoring) the label may be absent; if it is present it
-    is still checked against its value set.
+    The default is the encounters suite. With `require_label=False` (scoring, monitoring) the
+    label may be absent; if it is present it is still checked against its value set.
     """
     started = time.perf_counter()
     gx = _gx()
-    with_label = require_label or LABEL_COLUMN in frame.columns
+    if suite is None:
+        suite = encounters_suite(require_label or LABEL_COLUMN in frame.columns)
     present = {str(c) for c in frame.columns}
-    table, by_column = _plan(_expectations(with_label), present, len(frame))
+    table, by_column = _plan(_expectations(suite), present, len(frame))
     with _LOCK, warnings.catch_warnings():
         # GX runs regexes through str.contains, which warns about the pattern's groups.
         warnings.filterwarnings("ignore", "This pattern is interpreted as a regular expression")
@@ -387,12 +439,13 @@ def validate_frame(frame: pd.DataFrame, *, require_label: bool = True) -> Valida
 
 
 def validate_bytes(
-    content: bytes, *, require_label: bool = True
+    content: bytes, *, require_label: bool = True, suite: Suite | None = None
 ) -> tuple[pd.DataFrame | None, ValidationResult]:
     """Parse uncompressed CSV bytes and validate them; an unreadable file is a failed result."""
     started = time.perf_counter()
     try:
-        frame = data.parse_encounters(content)
+        columns = (suite or encounters_suite(require_label)).columns
+        frame = data.parse_encounters(content, [c.name for c in columns])
     except data.DataFormatError as exc:
         failure = {"expectation": "readable_csv", "column": None, "detail": str(exc)}
         result = ValidationResult(
@@ -404,7 +457,7 @@ def validate_bytes(
             checks=[{"expectation": "readable_csv", "column": None, "success": False}],
         )
         return None, result
-    return frame, validate_frame(frame, require_label=require_label)
+    return frame, validate_frame(frame, require_label=require_label, suite=suite)
 
 
 # --------------------------------------------------------------------------- reports, quarantine
@@ -482,9 +535,10 @@ def validate_or_quarantine(
     batch_name: str,
     require_label: bool = True,
     raw: bytes | None = None,
+    suite: Suite | None = None,
 ) -> pd.DataFrame:
     """The frame if the batch is valid; otherwise quarantine it and raise `ValidationFailed`."""
-    return _validated(content, artifacts_uri, batch_name, require_label, raw)[0]
+    return _validated(content, artifacts_uri, batch_name, require_label, raw, suite)[0]
 
 
 def validate_and_record(
@@ -502,9 +556,14 @@ def validate_and_record(
 
 
 def _validated(
-    content: bytes, artifacts_uri: str, batch_name: str, require_label: bool, raw: bytes | None
+    content: bytes,
+    artifacts_uri: str,
+    batch_name: str,
+    require_label: bool,
+    raw: bytes | None,
+    suite: Suite | None = None,
 ) -> tuple[pd.DataFrame, ValidationResult]:
-    frame, result = validate_bytes(content, require_label=require_label)
+    frame, result = validate_bytes(content, require_label=require_label, suite=suite)
     if result.success and frame is not None:
         return frame, result
     folder = quarantine(

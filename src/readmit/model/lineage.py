@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from readmit.pseudonyms import patient_groups
 from readmit.settings import PROJECT_ROOT
 
 
@@ -43,11 +44,18 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _patients(frame: pd.DataFrame) -> int | None:
+    try:
+        return int(patient_groups(frame).nunique())
+    except ValueError:
+        return None
+
+
 def summarize_encounters(frame: pd.DataFrame) -> dict[str, Any]:
     """Aggregate facts about a batch, safe to share: counts and rates, never identifiers."""
     summary: dict[str, Any] = {
         "rows": len(frame),
-        "patients": int(frame["patient_nbr"].nunique()) if "patient_nbr" in frame else None,
+        "patients": _patients(frame),
         "columns": frame.shape[1],
         "missing_cells_share": round(float(frame.isna().mean().mean()), 4) if len(frame) else 0.0,
     }

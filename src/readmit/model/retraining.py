@@ -1,12 +1,26 @@
-"""Data for a challenger: cumulative labelled encounters and a recent, patient-disjoint holdout."""
+"""Data for a challenger: cumulative labelled encounters and a recent, patient-disjoint holdout.
+
+Labelled encounters come from production: served encounters whose outcomes have matured
+(`production_batches`: the service's prediction log joined to the outcomes feed), and labelled
+inbox batches. Everything is keyed (`pseudonyms`): served rows only ever had pseudonyms, so the
+champion's training rows and inbox batches are keyed too, and patients are grouped by
+`patient_key`. Rows stay in time order (the champion's data by encounter_id, then what arrived
+after it), which is the order the patient-history store learns from.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pandas as pd
 
-from readmit import data
+from readmit import data, pseudonyms
+from readmit.data.outcomes import RECEIVED_AT
+from readmit.pseudonyms import ENCOUNTER_KEY, KEY_COLUMNS, patient_groups
+from readmit.schema import INPUT_COLUMNS, LABEL_COLUMN
+
+TIME_COLUMN = "timestamp"
 
 INPUT_VALIDATION = {
     "ran_in_this_run": False,
@@ -54,28 +68,61 @@ def champion_training_rows(
     ).train_feed
 
 
+def keyed(frame: pd.DataFrame, key: bytes) -> pd.DataFrame:
+    """A frame in time order with its raw identifiers replaced by pseudonyms (served rows,
+    already keyed, pass unchanged)."""
+    return pseudonyms.drop_raw_ids(data.in_time_order(frame), key)
+
+
+def production_batches(
+    served: pd.DataFrame, outcomes: pd.DataFrame, window: timedelta
+) -> list[pd.DataFrame]:
+    """Served encounters whose outcome has matured, as training rows (pseudonyms, the inputs the
+    service scored, the outcome), one frame per time window in time order.
+
+    Each encounter counts once (its latest prediction); an outcome received before the
+    encounter was served is not its outcome and is left out (as monitoring does).
+    """
+    if served.empty or outcomes.empty:
+        return []
+    rows = served.sort_values(TIME_COLUMN, kind="stable").drop_duplicates(
+        ENCOUNTER_KEY, keep="last"
+    )
+    joined = rows.merge(outcomes[[ENCOUNTER_KEY, LABEL_COLUMN, RECEIVED_AT]], on=ENCOUNTER_KEY)
+    received = pd.to_datetime(joined[RECEIVED_AT], utc=True, format="ISO8601")
+    matured = joined[received > joined[TIME_COLUMN]]
+    columns = [*KEY_COLUMNS, *INPUT_COLUMNS, LABEL_COLUMN]
+    starts = matured[TIME_COLUMN].dt.floor(pd.Timedelta(window))
+    return [
+        data.coerce_types(group[columns].reset_index(drop=True))
+        for _, group in matured.groupby(starts, sort=True)
+    ]
+
+
 def assemble(
     base: pd.DataFrame,
     labelled: list[pd.DataFrame],
     *,
+    key: bytes,
     recent_batches: int = 2,
     holdout_fraction: float = 0.5,
     seed: int = 42,
 ) -> RetrainingData:
     """Cumulative training data and a holdout of recent encounters of patients never trained on.
 
-    The holdout is drawn, by patient, from the most recent labelled batches, among patients that
-    are not in `base` (the champion's cohort): neither model has seen them, so the comparison is
-    fair. Every encounter of a holdout patient is kept out of the challenger's training data.
+    `labelled` are batches in time order (served windows with matured outcomes, labelled inbox
+    batches). The holdout is drawn, by patient, from the most recent ones, among patients that
+    are not in `base` (the champion's training data): neither model has seen them, so the
+    comparison is fair. Every encounter of a holdout patient is kept out of the challenger's
+    training data. Everything is keyed with `key` first (see the module docstring).
     """
     if not labelled:
         raise ValueError("no labelled batches yet: nothing new to retrain on")
-    if "patient_nbr" not in base:
-        raise ValueError("the champion's training data has no patient_nbr")
-    batches = list(labelled)
+    base = keyed(base, key)
+    batches = [keyed(b, key) for b in labelled]
     recent_feed = pd.concat(batches[-recent_batches:], ignore_index=True)
     recent = recent_feed[data.in_cohort(recent_feed)]
-    unseen = recent[~recent["patient_nbr"].isin(base["patient_nbr"])]
+    unseen = recent[~patient_groups(recent).isin(patient_groups(base))]
     if unseen.empty:
         raise ValueError(
             "the recent labelled batches hold no patient the champion was not trained on: "
@@ -83,10 +130,10 @@ def assemble(
         )
     _, holdout = data.split_by_patient(unseen, holdout_fraction, seed)
     everything = pd.concat([base, *batches], ignore_index=True)
-    held_out = everything["patient_nbr"].isin(holdout["patient_nbr"])
-    holdout_feed = recent_feed[recent_feed["patient_nbr"].isin(holdout["patient_nbr"])]
+    held_out = patient_groups(everything).isin(patient_groups(holdout))
+    holdout_feed = recent_feed[patient_groups(recent_feed).isin(patient_groups(holdout))]
     return RetrainingData(
-        data.in_time_order(everything[~held_out]),
+        everything[~held_out].reset_index(drop=True),
         holdout_feed.reset_index(drop=True),
         len(labelled),
     )

@@ -179,7 +179,8 @@ def fit_label_free_steps(
 def grouped_folds(frame: pd.DataFrame, y: np.ndarray, n_splits: int, seed: int) -> Folds:
     """Patient-grouped, label-stratified folds (no patient on both sides of any fold)."""
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(len(y)), y, groups=frame["patient_nbr"].to_numpy()))
+    groups = pseudonyms.patient_groups(frame).to_numpy()
+    return list(splitter.split(np.zeros(len(y)), y, groups=groups))
 
 
 def candidate_list(seed: int, n_iter: int) -> list[dict[str, Any]]:
@@ -685,7 +686,7 @@ def prepare_training(
 
         pseudonym_key = get_settings().pseudonym_key_bytes
     y = make_label(train_frame, label).astype(np.int64)
-    groups = train_frame["patient_nbr"].to_numpy()
+    groups = pseudonyms.patient_groups(train_frame).to_numpy()
     steps = build_preprocessor(
         pseudonyms.fingerprint(pseudonym_key), min_frequency or auto_min_frequency(len(y))
     )

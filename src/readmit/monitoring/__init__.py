@@ -11,6 +11,7 @@ monitoring run:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -186,11 +187,19 @@ def severity_gauge(severity: drift.Severity) -> int:
     return severity.rank
 
 
-def push_metrics(gateway_url: str | None, reports: list[drift.DriftReport], model_tag: str) -> None:
+def push_metrics(
+    gateway_url: str | None,
+    reports: list[drift.DriftReport],
+    model_tag: str,
+    served: Sequence[Any] = (),
+) -> None:
     """Push monitoring results to a Prometheus Pushgateway (no-op when none is configured).
 
     Gauges: batch severity (0-3), per-feature drift ratio, realised ROC AUC, and the time of this
-    successful run (alerts fire when it goes stale). Labels carry feature names, never ids.
+    successful run (alerts fire when it goes stale); for served traffic
+    (`windows.WindowAssessment`s of this run, oldest first) the newest window's estimated ROC AUC
+    and band, the newest realised ROC AUC and that window's label coverage, and the skew check.
+    Labels carry model tags and feature names, never ids.
     """
     if not gateway_url:
         return
@@ -227,5 +236,44 @@ def push_metrics(gateway_url: str | None, reports: list[drift.DriftReport], mode
             ratio.labels(model_tag, f.feature).set(f.ratio)
         if r.performance is not None and r.performance.roc_auc is not None:
             auc.labels(model_tag).set(r.performance.roc_auc)
+    served_gauges(registry, model_tag, served)
     last.set_to_current_time()
     push_to_gateway(gateway_url, job="readmit-monitoring", registry=registry, timeout=10)
+
+
+def served_gauges(registry: Any, model_tag: str, assessed: Sequence[Any]) -> None:
+    """Served-traffic gauges (see `push_metrics`) from window assessments, oldest first."""
+    from prometheus_client import Gauge
+
+    def gauge(name: str, doc: str) -> Any:
+        return Gauge(name, doc, ["model"], registry=registry).labels(model_tag)
+
+    if not assessed:
+        return
+    estimated = [a for a in assessed if a.estimate and a.estimate.estimated_auc is not None]
+    if estimated:
+        est = estimated[-1].estimate
+        gauge("readmit_served_estimated_roc_auc", "CBPE ROC AUC of the newest served window").set(
+            est.estimated_auc
+        )
+        if est.low is not None:
+            gauge("readmit_served_estimated_roc_auc_low", "Low end of its 90% band").set(est.low)
+    realised = [a for a in assessed if a.realised_auc is not None]
+    if realised:
+        gauge("readmit_served_realised_roc_auc", "Realised ROC AUC, newest labelled window").set(
+            realised[-1].realised_auc
+        )
+        gauge("readmit_served_label_coverage", "Outcome coverage of that window").set(
+            realised[-1].label_coverage
+        )
+    checked = [a.skew for a in assessed if a.skew.checked]
+    if checked:
+        gauge("readmit_served_skew_mismatched", "Re-scored rows that differ from the log").set(
+            sum(s.mismatched for s in checked)
+        )
+        gauge("readmit_served_skew_max_abs_diff", "Largest logged vs re-scored difference").set(
+            max(s.max_abs_diff or 0.0 for s in checked)
+        )
+    gauge("readmit_served_rows", "Served rows in the windows assessed by this run").set(
+        sum(a.n_served for a in assessed)
+    )

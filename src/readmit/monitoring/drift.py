@@ -46,6 +46,7 @@ from sklearn.metrics import roc_auc_score
 
 from readmit import storage
 from readmit.monitoring import profiling
+from readmit.pseudonyms import patient_groups
 from readmit.schema import AGE_BANDS, COLUMN_BY_NAME, LABEL_COLUMN, READMITTED_VALUES, Column, Kind
 
 # ----------------------------------------------------------------------------------------------
@@ -382,7 +383,7 @@ def sample_batches(
     sample of the pool). Draw the pool patient-disjoint from the reference (e.g. the holdout).
     """
     rng = np.random.default_rng(seed)
-    groups = frame["patient_nbr"] if "patient_nbr" in frame.columns else pd.Series(frame.index)
+    groups = _patients_or_rows(frame)
     codes, uniques = pd.factorize(groups)
     sizes = np.bincount(codes, minlength=len(uniques))
     disjoint = n_batches * batch_size <= len(frame)
@@ -788,11 +789,19 @@ def calibrate_thresholds(pairs: Sequence[tuple[Any, Any]], *, margin: float = 1.
     return Thresholds(features, int(np.median(sizes)), len(pairs), margin, null_max)
 
 
+def _patients_or_rows(frame: pd.DataFrame) -> pd.Series:
+    """Patients of the rows (`pseudonyms.patient_groups`), or one group per row if unknown."""
+    try:
+        return patient_groups(frame)
+    except ValueError:
+        return pd.Series(range(len(frame)), index=frame.index)
+
+
 def _patient_groups(
     frame: pd.DataFrame, n_groups: int, rng: np.random.Generator
 ) -> list[np.ndarray]:
     """Row positions of `n_groups` groups of about equal size; a patient stays in one group."""
-    ids = frame["patient_nbr"] if "patient_nbr" in frame.columns else pd.Series(range(len(frame)))
+    ids = _patients_or_rows(frame)
     codes, uniques = pd.factorize(ids)
     order = rng.permutation(len(uniques))
     sizes = np.bincount(codes, minlength=len(uniques))[order]

@@ -32,6 +32,7 @@ from whylogs.core.resolvers import COLUMN_METRICS, MetricSpec, ResolverSpec
 from whylogs.core.schema import DeclarativeSchema
 
 from readmit import storage
+from readmit.pseudonyms import KEY_COLUMNS
 from readmit.schema import ID_COLUMNS
 
 PREDICTION_COLUMN = "predicted_probability"
@@ -86,14 +87,14 @@ def _schema() -> DeclarativeSchema:
 def profile_frame(
     frame: pd.DataFrame, dataset_timestamp: datetime | None = None
 ) -> DatasetProfileView:
-    """whylogs profile of raw encounters (or any frame), identifier columns dropped.
+    """whylogs profile of raw encounters (or any frame), identifiers and pseudonyms dropped.
 
     Args:
         frame: Encounters with the schema's dtypes (`Int64` counts, `string` categories).
         dataset_timestamp: When the data happened (defaults to now); rolling windows use it.
     """
     quiet_whylogs()
-    data = frame.drop(columns=[c for c in ID_COLUMNS if c in frame.columns])
+    data = frame.drop(columns=[c for c in (*ID_COLUMNS, *KEY_COLUMNS) if c in frame.columns])
     profile = DatasetProfile(schema=_schema(), dataset_timestamp=dataset_timestamp)
     if len(data):
         profile.track(pandas=data)

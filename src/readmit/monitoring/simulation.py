@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from readmit import data
+from readmit import data, storage
+from readmit.layout import chunk_relpath
 from readmit.monitoring import drift
 from readmit.schema import OUTCOME_COLUMNS
-from readmit.serving import scoring
+from readmit.serving import logged_rows, scoring
+from readmit.serving.prediction_log import encode_chunk
+from readmit.settings import get_settings
 
 
 @dataclass(frozen=True)
@@ -62,3 +67,27 @@ def service_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def chunks(items: list[Any], size: int) -> list[list[Any]]:
     """Consecutive chunks of at most `size` items (the service's batch limit)."""
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def ship_as_served(
+    model: Any,
+    feed: pd.DataFrame,
+    log_uri: str,
+    at: datetime,
+    *,
+    model_tag: str,
+    threshold: float,
+    seq: int = 1,
+) -> tuple[str, np.ndarray]:
+    """Score feed rows on the served path and ship them as ONE prediction-log chunk stamped
+    `at`, exactly as a service worker would (pseudonyms, features, probability, risk, model):
+    for backtests and benchmarks of monitoring at volumes no test should push through HTTP.
+    Returns the chunk URL and the probabilities."""
+    key = get_settings().pseudonym_key_bytes
+    records = scoring.pseudonymised(scoring.feed_records(feed), key)
+    p = np.asarray(scoring.make_scorer(model).predict_proba_many(records), dtype=float)
+    risks = scoring.risk_labels(p, threshold).tolist()
+    rows = logged_rows(records, p.tolist(), risks, model_tag, at.isoformat())
+    url = f"{log_uri.rstrip('/')}/{chunk_relpath(at, 'replay-w0-p0', seq)}"
+    storage.write_bytes(url, encode_chunk(rows))
+    return url, p

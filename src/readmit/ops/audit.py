@@ -17,6 +17,8 @@ Decision = Literal[
     "rolled_back",
     "deployed",
     "batch_quarantined",
+    "outcomes_received",
+    "outcomes_quarantined",
 ]
 
 

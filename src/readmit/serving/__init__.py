@@ -26,6 +26,7 @@ from readmit.schema import (
     Kind,
     encounter_model,
 )
+from readmit.serving.prediction_log import records_to_rows
 from readmit.serving.scoring import risk_labels
 from readmit.settings import Settings
 
@@ -429,7 +430,12 @@ def prediction_log_uri(settings: Settings) -> str:
 
 
 def monitoring_config(settings: Settings) -> dict[str, Any]:
-    """The service's `monitoring=` config: the shipping prediction log."""
+    """The service's `monitoring=` config: the shipping prediction log, or, with
+    `settings.prediction_log_enabled` off, BentoML's monitoring disabled (`bentoml.monitor`
+    then hands out its NoOpMonitor: nothing is queued, shipped or written, requests are
+    answered as usual)."""
+    if not settings.prediction_log_enabled:
+        return {"enabled": False}
     return {
         "enabled": True,
         "type": "readmit.serving.prediction_log.ShippingMonitor",
@@ -448,6 +454,30 @@ def _monitor_type(name: str) -> str:
 
 
 LOGGED_FEATURES: tuple[str, ...] = tuple(c for c in INPUT_COLUMNS if c not in ID_COLUMNS)
+LOGGED_FROM_RECORD: tuple[str, ...] = (*pseudonyms.KEY_COLUMNS, *LOGGED_FEATURES)
+"""What a prediction-log row takes from a (pseudonymised) record, in this order."""
+PREDICTION_COLUMNS = ("probability", "risk", "model_tag")
+
+
+def log_rows(
+    records: Sequence[Mapping[str, Any]],
+    probabilities: Sequence[float],
+    risks: Sequence[str],
+    model_tag: str,
+) -> list[dict[str, Any]]:
+    """The prediction-log rows of these answers, one per record: the pseudonyms, the features,
+    then the prediction (the monitor adds the time).
+
+    Only the pseudonyms and the contract's input features are taken from the (pseudonymised)
+    records, so a raw identifier, or anything else a record might carry, can never reach the
+    log. The pseudonyms join outcomes to these rows later (`readmit.pseudonyms`).
+    """
+    rows = []
+    for record, probability, risk in zip(records, probabilities, risks, strict=True):
+        row = {name: record.get(name) for name in LOGGED_FROM_RECORD}
+        row["probability"], row["risk"], row["model_tag"] = probability, risk, model_tag
+        rows.append(row)
+    return rows
 
 
 def log_columns(
@@ -456,27 +486,37 @@ def log_columns(
     risks: Sequence[str],
     model_tag: str,
 ) -> list[tuple[str, str, str, list[Any]]]:
-    """Columns for bentoml.monitor: (name, role, type, values): the pseudonyms, the features,
-    then the prediction.
-
-    Only the pseudonyms and the contract's input features are taken from the (pseudonymised)
-    records, so a raw identifier, or anything else a record might carry, can never reach the
-    log. The pseudonyms join outcomes to these rows later (`readmit.pseudonyms`).
-    """
+    """The same rows (`log_rows`) as columns for `bentoml.monitor`'s column API:
+    (name, role, type, values)."""
+    rows = log_rows(records, probabilities, risks, model_tag)
     cols = [
-        (name, "feature", "categorical", [r.get(name) for r in records])
+        (name, "feature", "categorical", [row[name] for row in rows])
         for name in pseudonyms.KEY_COLUMNS
     ]
     cols += [
-        (name, "feature", _monitor_type(name), [r.get(name) for r in records])
+        (name, "feature", _monitor_type(name), [row[name] for row in rows])
         for name in LOGGED_FEATURES
     ]
+    kinds = {"probability": "numerical", "risk": "categorical", "model_tag": "categorical"}
     cols += [
-        ("probability", "prediction", "numerical", list(probabilities)),
-        ("risk", "prediction", "categorical", list(risks)),
-        ("model_tag", "prediction", "categorical", [model_tag] * len(records)),
+        (name, "prediction", kinds[name], [row[name] for row in rows])
+        for name in PREDICTION_COLUMNS
     ]
     return cols
+
+
+def logged_rows(
+    records: Sequence[Mapping[str, Any]],
+    probabilities: Sequence[float],
+    risks: Sequence[str],
+    model_tag: str,
+    at: str,
+) -> list[dict[str, Any]]:
+    """The prediction-log rows the service writes for these answers (`log_columns`), stamped
+    `at` (ISO UTC): what replays, benchmarks and tests ship when they stand in for the service."""
+    columns = log_columns(records, probabilities, risks, model_tag)
+    record = ([c[0] for c in columns], [c[3] for c in columns], at)
+    return records_to_rows([record])
 
 
 # --------------------------------------------------------------------------- ASGI guard

@@ -9,7 +9,7 @@ to, and named so that no two writers can collide and names sort by time
 (`layout.StoreLayout.prediction_log_chunk`).
 
 Rows carry the encounter's and patient's pseudonyms (`readmit.pseudonyms`), the input features,
-the probability, risk label and model tag, and the time: never a raw identifier (`log_columns`).
+the probability, risk label and model tag, and the time: never a raw identifier (`log_rows`).
 
 What can be lost: a normal stop (SIGTERM) ships what is queued: the service's shutdown hook
 calls `close_all`. A hard kill (SIGKILL, OOM) loses at most the rows of the last
@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 from bentoml._internal.context import server_context
-from bentoml._internal.monitoring.base import MON_DATAS_VAR, MonitorBase
+from bentoml._internal.monitoring.base import MON_COLUMN_VAR, MON_DATAS_VAR, MonitorBase
 
 from readmit import layout, storage
 
@@ -52,7 +52,9 @@ _OPEN: weakref.WeakSet[ShippingMonitor] = weakref.WeakSet()
 _LOSS_LISTENERS: list[Callable[[int], None]] = []
 
 Record = tuple[list[str], list[list[Any]], str]
-"""One `bentoml.monitor` record as queued: column names, column values, UTC time."""
+"""One `bentoml.monitor` column record: column names, column values, UTC time."""
+Queued = tuple[list[dict[str, Any]], str]
+"""One request's rows as queued (without their time), and their UTC time."""
 
 
 def utc_now() -> datetime.datetime:
@@ -97,8 +99,25 @@ def records_to_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
     ]
 
 
+def stamped_rows(queued: Iterable[Queued]) -> list[dict[str, Any]]:
+    """Queued rows, each with its request's time (last, as in `records_to_rows`)."""
+    out = []
+    for rows, stamp in queued:
+        for row in rows:
+            row[TIME_COLUMN] = stamp
+        out.extend(rows)
+    return out
+
+
 class ShippingMonitor(MonitorBase[Any]):
-    """`bentoml.monitor` backend: rows queued in memory, shipped as chunk files to the store."""
+    """`bentoml.monitor` backend: rows queued in memory, shipped as chunk files to the store.
+
+    Two ways in: BentoML's column API (`log` / `log_batch` per column, then `export_data`), and
+    `log_rows`, one call per request with the rows built already. The service uses `log_rows`:
+    the column API costs about 2 us per column and request (50 columns) and leaves two
+    containers per column alive until the flush, which was a quarter of the service's c8
+    throughput (benchmarks/feedback.py `logging_rps_ratio`).
+    """
 
     PRESERVED_COLUMNS = (TIME_COLUMN,)
 
@@ -122,7 +141,7 @@ class ShippingMonitor(MonitorBase[Any]):
         self.rows_lost = 0
         self.chunks_shipped = 0
         self._seq = 0
-        self._pending: collections.deque[Record] = collections.deque()
+        self._pending: collections.deque[Queued] = collections.deque()
         self._pending_rows = 0
         self._lock = threading.Lock()
         self._ship_lock = threading.Lock()
@@ -150,15 +169,31 @@ class ShippingMonitor(MonitorBase[Any]):
 
     def export_data(self, datas: dict[str, collections.deque[Any]]) -> None:
         """Queue this record's rows (called by `bentoml.monitor` when the `with` block ends)."""
-        record: Record = (
-            list(datas),
-            [list(column) for column in datas.values()],
-            utc_now().isoformat(timespec="microseconds"),
-        )
-        rows = len(record[1][0]) if record[1] else 0
+        names, columns = list(datas), list(datas.values())
+        rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+        self._queue(rows)
+
+    def log_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Queue one request's rows, built already (`readmit.serving.log_rows`), inside a
+        `with bentoml.monitor(...)` block: one call instead of one per column. The monitor owns
+        the rows from here on (it stamps their time into them when it ships them)."""
+        self._queue(rows)
+
+    def stop_record(self) -> None:
+        """End a `bentoml.monitor` block; one that only called `log_rows` has nothing left."""
+        if MON_DATAS_VAR.get():
+            super().stop_record()
+            return
+        MON_DATAS_VAR.set(None)
+        if self.columns_schema is None:
+            MON_COLUMN_VAR.set(None)
+
+    def _queue(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
         with self._lock:
-            self._pending.append(record)
-            self._pending_rows += rows
+            self._pending.append((rows, utc_now().isoformat(timespec="microseconds")))
+            self._pending_rows += len(rows)
             pending = self._pending_rows
         if self._writer is None:
             self._start_writer()
@@ -203,9 +238,9 @@ class ShippingMonitor(MonitorBase[Any]):
                 records, self._pending, self._pending_rows = self._pending, collections.deque(), 0
             if not records:
                 return 0
-            rows = records_to_rows(records)
+            rows = stamped_rows(records)
             try:
-                url = self.chunk_url(datetime.datetime.fromisoformat(records[0][2]))
+                url = self.chunk_url(datetime.datetime.fromisoformat(records[0][1]))
                 storage.write_bytes(url, encode_chunk(rows))
             except Exception:
                 self._requeue(records, len(rows))
@@ -214,15 +249,14 @@ class ShippingMonitor(MonitorBase[Any]):
             self.chunks_shipped += 1
             return len(rows)
 
-    def _requeue(self, records: collections.deque[Record], rows: int) -> None:
+    def _requeue(self, records: collections.deque[Queued], rows: int) -> None:
         with self._lock:
             records.extend(self._pending)
             self._pending = records
             self._pending_rows += rows
             lost = 0
             while self._pending_rows > self.max_queued_rows and len(self._pending) > 1:
-                dropped = self._pending.popleft()
-                n = len(dropped[1][0]) if dropped[1] else 0
+                n = len(self._pending.popleft()[0])
                 self._pending_rows -= n
                 lost += n
         if lost:

@@ -35,9 +35,11 @@ def risk_labels(probabilities: np.ndarray, threshold: float) -> np.ndarray:
 
 def feed_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Raw feed rows (schema dtypes) -> the records a client sends: the contract's input fields
-    and the identifiers present, None for missing. Outcome columns are refused."""
+    and the identifiers present (raw, or already pseudonyms: served rows read back from the log),
+    None for missing. Outcome columns are refused."""
     reject_outcomes(list(frame.columns))
-    columns = [*(c for c in ID_COLUMNS if c in frame.columns), *INPUT_COLUMNS]
+    present = [c for c in (*ID_COLUMNS, *pseudonyms.KEY_COLUMNS) if c in frame.columns]
+    columns = [*present, *INPUT_COLUMNS]
     values = frame.reindex(columns=columns).astype(object)
     return values.where(values.notna(), None).to_dict("records")  # type: ignore[return-value]
 

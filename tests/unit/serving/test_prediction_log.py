@@ -159,6 +159,29 @@ def test_beyond_the_queue_limit_the_oldest_rows_are_dropped_and_counted(
         prediction_log._LOSS_LISTENERS.remove(lost.append)
 
 
+def test_rows_logged_in_one_call_ship_like_columns(
+    make_monitor: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`log_rows` (the service's path: one call per request, inside or outside a
+    `bentoml.monitor` block) queues the same rows as the column API, stamped, in order."""
+    name, monitor, log_uri = make_monitor(flush_seconds=30)
+    _log(name, [{"age": "[70-80)", "p": 0.25}])
+    with bentoml.monitor(name) as mon:
+        mon.log_rows([{"age": "[10-20)", "probability": 0.5, "model_tag": "m:v1"}])
+    with bentoml.monitor(name) as mon:  # a second block in the same context still works
+        mon.log_rows([{"age": None, "probability": 0.75, "model_tag": "m:v1"}])
+    monitor.log_rows([{"age": "[20-30)", "probability": 0.1, "model_tag": "m:v1"}])
+    _log(name, [{"age": "[30-40)", "p": 0.2}])
+    assert "No data logged" not in caplog.text
+    assert monitor.flush() == 5
+    rows = _rows(log_uri)
+    assert [(r["age"], r["probability"]) for r in rows] == [
+        ("[70-80)", 0.25), ("[10-20)", 0.5), (None, 0.75), ("[20-30)", 0.1), ("[30-40)", 0.2),
+    ]  # fmt: skip
+    assert [list(r) for r in rows] == [["age", "probability", "model_tag", "timestamp"]] * 5
+    assert rows == sorted(rows, key=lambda r: r["timestamp"])
+
+
 def test_chunks_round_trip_and_bad_ones_are_refused() -> None:
     rows = [{"a": 1, "b": None}, {"a": 2, "b": "x"}]
     blob = prediction_log.encode_chunk(rows)
@@ -169,3 +192,66 @@ def test_chunks_round_trip_and_bad_ones_are_refused() -> None:
         prediction_log.decode_chunk(gzip.compress(b'{"a": 1}\n{"a": \n'))
     with pytest.raises(ValueError, match="not a JSON object"):
         prediction_log.decode_chunk(gzip.compress(b"[1, 2]\n"))
+
+
+def _monitor_the_service_gets(config: dict[str, Any], name: str) -> Any:
+    """What `bentoml.monitor(name)` hands the service with this `monitoring=` config: the config
+    injected as `bentoml serve` does in each worker (`Service.inject_config`), one request's
+    columns logged. BentoML's global config is restored afterwards."""
+    import copy
+
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    from readmit.serving import example_encounter, log_columns
+
+    @bentoml.service(name=f"probe-{name.replace('_', '-')}", monitoring=config)
+    class Probe:
+        pass
+
+    saved = copy.deepcopy(BentoMLContainer.config.get())
+    try:
+        Probe.inject_config()  # type: ignore[attr-defined]
+        with bentoml.monitor(name) as mon:
+            for column, role, kind, values in log_columns(
+                [example_encounter()], [0.3], ["high"], "m:v1"
+            ):
+                mon.log_batch(values, column, role, kind)
+        return monitor_api._MONITOR_INSTANCES.pop(name)
+    finally:
+        BentoMLContainer.config.set(saved)
+
+
+def test_the_setting_turns_the_prediction_log_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """READMIT_PREDICTION_LOG_ENABLED=false: BentoML's monitoring is disabled, the request's
+    logging is a no-op, and nothing is queued or written (neither our chunks nor BentoML's
+    default ./monitoring folder). With the default the same probe ships a chunk."""
+    from bentoml._internal.monitoring.base import NoOpMonitor
+
+    from readmit.serving import monitoring_config
+    from readmit.settings import get_settings
+
+    monkeypatch.chdir(tmp_path)  # BentoML's default backend would write ./monitoring here
+    monkeypatch.setenv("READMIT_PREDICTION_LOG_URI", str(tmp_path / "plogs"))
+    monkeypatch.setenv("READMIT_PREDICTION_LOG_ENABLED", "false")
+    get_settings.cache_clear()
+    try:
+        off = get_settings()
+        monkeypatch.delenv("READMIT_PREDICTION_LOG_ENABLED")
+        get_settings.cache_clear()
+        on = get_settings()
+    finally:
+        get_settings.cache_clear()
+    assert off.prediction_log_enabled is False and on.prediction_log_enabled is True
+    assert monitoring_config(off) == {"enabled": False}
+
+    monitor = _monitor_the_service_gets(monitoring_config(off), f"off_{tmp_path.name}")
+    assert type(monitor) is NoOpMonitor
+    assert monitor not in prediction_log.open_monitors()
+    assert list(tmp_path.rglob("*")) == []
+
+    shipping = _monitor_the_service_gets(monitoring_config(on), f"on_{tmp_path.name}")
+    assert isinstance(shipping, prediction_log.ShippingMonitor)
+    shipping.close()
+    assert len(_rows(str(tmp_path / "plogs"))) == 1

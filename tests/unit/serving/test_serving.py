@@ -130,6 +130,28 @@ def test_log_columns_never_carry_identifiers() -> None:
     assert dict((c[0], c[2]) for c in cols)["time_in_hospital"] == "numerical"
 
 
+def test_log_rows_are_the_columns_as_rows_without_identifiers() -> None:
+    """The service's row path (`log_rows`) and the column path (`log_columns`, and
+    `logged_rows` built on it) log the same rows, in the same column order."""
+    raw = {**serving.example_encounter(), "patient_nbr": 42, "encounter_id": 7}
+    records = [
+        {**serving.encounter_record(serving.predict_request_model()(**raw), KEY), **raw},
+        serving.encounter_record(
+            serving.predict_request_model()(**serving.example_encounter()), KEY
+        ),
+    ]
+    rows = serving.log_rows(records, [0.3, 0.1], ["high", "low"], "readmission:v1")
+    cols = serving.log_columns(records, [0.3, 0.1], ["high", "low"], "readmission:v1")
+    assert [list(row) for row in rows] == [[c[0] for c in cols]] * 2
+    assert [list(row.values()) for row in rows] == [[c[3][i] for c in cols] for i in range(2)]
+    assert not {"patient_nbr", "encounter_id"} & set(rows[0])
+    assert rows[0]["encounter_key"] == pseudonyms.pseudonym(KEY, "encounter_id", 7)
+    assert rows[1]["encounter_key"] is None and rows[1]["probability"] == 0.1
+    at = "2026-12-04T10:00:00.000000+00:00"
+    logged = serving.logged_rows(records, [0.3, 0.1], ["high", "low"], "readmission:v1", at)
+    assert logged == [{**row, "timestamp": at} for row in rows]
+
+
 def test_prediction_log_ships_to_the_artifact_store_by_default(
     fresh_settings: Any, tmp_path: Any
 ) -> None:

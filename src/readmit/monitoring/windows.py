@@ -1,0 +1,474 @@
+"""Served traffic in time windows: drift, estimated and realised performance, coverage, skew.
+
+The service ships its prediction log as chunks (`readmit.serving.prediction_log`); monitoring
+reads each new chunk ONCE and keeps, per time window and chunk (a chunk whose rows straddle two
+windows gives two pieces):
+
+    monitoring/windows/<window>/<chunk>.profile.bin     whylogs profile of the logged features
+    monitoring/windows/<window>/<chunk>.served.csv.gz   pseudonyms, probability, model tag, time,
+                                                        cohort flag, offline re-score (sample)
+
+A window's assessment merges its pieces (whylogs profiles merge), so monitoring's cost grows
+linearly with traffic and a window can be re-assessed whenever outcomes arrive without reading the
+log again. The assessment (`WindowAssessment`) holds:
+
+* feature drift of the window's logged inputs and prediction drift of the probabilities the
+  service actually returned, against the model's reference (same scores and thresholds as batch
+  monitoring);
+* the performance estimate before outcomes arrive (`estimation.estimate_performance`, CBPE) on
+  the window's cohort rows, and realised performance once outcomes arrived (joined by
+  `encounter_key`; an outcome received before its prediction was served is counted, never used);
+* label coverage: the share of the window's cohort encounters whose outcome arrived;
+* the skew check: sampled logged rows re-scored offline with the registered model must give the
+  logged probability; a different model answering, or a feature path that changed, shows here.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from readmit import storage
+from readmit.data import in_cohort
+from readmit.data.outcomes import RECEIVED_AT
+from readmit.features import make_label
+from readmit.layout import StoreLayout
+from readmit.monitoring import drift, estimation, profiling
+from readmit.monitoring import served as served_log
+from readmit.monitoring.served import PROBABILITY_COLUMN, Chunk, window_id, window_start
+from readmit.pseudonyms import ENCOUNTER_KEY, PATIENT_KEY
+from readmit.schema import INPUT_COLUMNS, LABEL_COLUMN, LabelDefinition
+from readmit.serving.prediction_log import TIME_COLUMN
+from readmit.serving.scoring import feed_records, make_scorer
+
+MODEL_TAG = "model_tag"
+IN_COHORT = "in_cohort"
+RESCORED = "rescored"
+SERVED_COLUMNS = (ENCOUNTER_KEY, PATIENT_KEY, PROBABILITY_COLUMN, MODEL_TAG, TIME_COLUMN, IN_COHORT,
+                  RESCORED)  # fmt: skip
+"""What a window keeps of each served row: no feature, no raw identifier."""
+PROFILE_SUFFIX = ".profile.bin"
+SERVED_SUFFIX = ".served.csv.gz"
+DEFAULT_SKEW_TOLERANCE = 1e-6
+SERVED_PREFIX = "served-"
+"""A served window's report id: `served-<window>`."""
+
+
+@dataclass(frozen=True)
+class Piece:
+    """The rows of one log chunk that fall in one time window."""
+
+    window: str
+    chunk: str
+    profile: Any
+    served: pd.DataFrame
+
+
+def chunk_stem(chunk: Chunk) -> str:
+    """A chunk's file name without its date folder and suffix (unique per writer and flush)."""
+    return chunk.name.rsplit("/", 1)[-1].split(".jsonl", 1)[0]
+
+
+def sample_rows(n: int, size: int, seed_text: str) -> np.ndarray:
+    """Which rows of a piece to re-score: `size` of `n`, the same on every rerun."""
+    if size <= 0 or n == 0:
+        return np.zeros(0, dtype=np.int64)
+    seed = int.from_bytes(hashlib.sha256(seed_text.encode()).digest()[:8], "big")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(n, size), replace=False))
+
+
+def rescore(model: Any, rows: pd.DataFrame) -> np.ndarray:
+    """Offline probabilities of logged rows through the service's own per-record scorer."""
+    if not len(rows):
+        return np.zeros(0, dtype=np.float64)
+    records = feed_records(rows)  # logged rows carry pseudonyms, never raw identifiers
+    return np.asarray(make_scorer(model).predict_proba_many(records), dtype=float)
+
+
+def served_table(rows: pd.DataFrame, rescored: Mapping[int, float]) -> pd.DataFrame:
+    """The part of logged rows a window keeps (`SERVED_COLUMNS`); `rescored` by row position."""
+    out = rows.reindex(columns=[ENCOUNTER_KEY, PATIENT_KEY, PROBABILITY_COLUMN, MODEL_TAG,
+                                TIME_COLUMN]).reset_index(drop=True)  # fmt: skip
+    out[IN_COHORT] = in_cohort(rows.reset_index(drop=True))
+    out[RESCORED] = pd.Series(rescored, dtype="float64").reindex(range(len(out))).to_numpy()
+    return out
+
+
+def split_chunk(
+    chunk: Chunk,
+    frame: pd.DataFrame,
+    window: timedelta,
+    model: Any | None = None,
+    skew_rows: int = 0,
+) -> list[Piece]:
+    """A chunk's rows by time window: each piece profiled, kept, and a sample re-scored."""
+    starts = window_start(frame[TIME_COLUMN], window)
+    pieces = []
+    for start, rows in frame.groupby(starts, sort=True):
+        wid = window_id(pd.Timestamp(start))
+        picked = sample_rows(len(rows), skew_rows if model is not None else 0, chunk.name + wid)
+        rescored = rescore(model, rows.iloc[picked]) if len(picked) else np.zeros(0)
+        features = rows.reindex(columns=list(INPUT_COLUMNS))
+        pieces.append(
+            Piece(
+                window=wid,
+                chunk=chunk_stem(chunk),
+                profile=profiling.profile_frame(features),
+                served=served_table(rows, dict(zip(picked.tolist(), rescored, strict=True))),
+            )
+        )
+    return pieces
+
+
+def write_piece(layout: StoreLayout, piece: Piece) -> None:
+    """Store a piece (profile first: a window lists its pieces by their served table)."""
+    base = f"{layout.window_dir(piece.window)}/{piece.chunk}"
+    profiling.write_profile(piece.profile, base + PROFILE_SUFFIX)
+    body = piece.served.to_csv(index=False).encode()
+    storage.write_bytes(base + SERVED_SUFFIX, gzip.compress(body, compresslevel=1))
+
+
+def list_windows(layout: StoreLayout) -> dict[str, list[str]]:
+    """Window id -> its pieces' base URLs (without suffix), in time order."""
+    out: dict[str, list[str]] = {}
+    for url in sorted(storage.list_files(layout.windows_dir(), f"*/*{SERVED_SUFFIX}")):
+        wid = url.rsplit("/", 2)[-2]
+        out.setdefault(wid, []).append(url.removesuffix(SERVED_SUFFIX))
+    return dict(sorted(out.items()))
+
+
+def read_served(bases: Sequence[str]) -> pd.DataFrame:
+    """A window's served rows, from its pieces."""
+    frames = [
+        pd.read_csv(io.BytesIO(gzip.decompress(storage.read_bytes(b + SERVED_SUFFIX))),
+                    dtype={ENCOUNTER_KEY: str, PATIENT_KEY: str, MODEL_TAG: str})
+        for b in bases
+    ]  # fmt: skip
+    served = pd.concat(frames, ignore_index=True)
+    served[TIME_COLUMN] = pd.to_datetime(served[TIME_COLUMN], utc=True, format="ISO8601")
+    served[IN_COHORT] = served[IN_COHORT].astype(bool)
+    return served
+
+
+def read_window_profile(bases: Sequence[str]) -> Any:
+    """A window's feature profile: its pieces' profiles merged."""
+    return profiling.merge_profiles(profiling.read_profile(b + PROFILE_SUFFIX) for b in bases)
+
+
+@dataclass(frozen=True)
+class Skew:
+    """Offline re-scores of sampled logged rows against what the service logged."""
+
+    checked: int
+    max_abs_diff: float | None
+    mismatched: int
+    tolerance: float
+
+    @property
+    def ok(self) -> bool | None:
+        """True when every re-scored row matches (None: nothing was checked)."""
+        return None if self.checked == 0 else self.mismatched == 0
+
+
+def skew_of(served: pd.DataFrame, tolerance: float = DEFAULT_SKEW_TOLERANCE) -> Skew:
+    """Compare logged and re-scored probabilities of the rows that were re-scored."""
+    checked = served[served[RESCORED].notna()]
+    if not len(checked):
+        return Skew(0, None, 0, tolerance)
+    diff = (checked[RESCORED] - checked[PROBABILITY_COLUMN]).abs().to_numpy()
+    return Skew(len(checked), float(diff.max()), int((diff > tolerance).sum()), tolerance)
+
+
+@dataclass(frozen=True)
+class Joined:
+    """A window's cohort encounters (latest prediction each) with the outcomes that matured."""
+
+    probabilities: np.ndarray
+    labels: np.ndarray
+    labelled: np.ndarray
+    before_prediction: int
+
+
+def join_outcomes(
+    served: pd.DataFrame, outcomes: pd.DataFrame, label_definition: LabelDefinition
+) -> Joined:
+    """Cohort rows of a window joined to stored outcomes by `encounter_key`.
+
+    An outcome received before the encounter was served cannot belong to that prediction (a
+    reused identifier, a replay, a clock): it is counted and left out.
+    """
+    cohort = served[served[IN_COHORT]].sort_values(TIME_COLUMN)
+    cohort = cohort.drop_duplicates(ENCOUNTER_KEY, keep="last")
+    hit = cohort[[ENCOUNTER_KEY, TIME_COLUMN]].merge(
+        outcomes[[ENCOUNTER_KEY, LABEL_COLUMN, RECEIVED_AT]], on=ENCOUNTER_KEY, how="left"
+    )
+    received = pd.to_datetime(hit[RECEIVED_AT], utc=True, format="ISO8601")
+    early = received.notna() & (received < hit[TIME_COLUMN])
+    labelled = (hit[LABEL_COLUMN].notna() & ~early).to_numpy()
+    labels = np.zeros(len(hit), dtype=np.int64)
+    if labelled.any():
+        labels[labelled] = make_label(hit.loc[labelled, [LABEL_COLUMN]], label_definition)
+    return Joined(
+        probabilities=cohort[PROBABILITY_COLUMN].to_numpy(dtype=float),
+        labels=labels,
+        labelled=labelled,
+        before_prediction=int(early.sum()),
+    )
+
+
+@dataclass
+class WindowAssessment:
+    """Everything monitoring concluded about one window of served traffic (no identifiers)."""
+
+    window: str
+    n_served: int
+    n_cohort: int
+    model_tags: dict[str, int]
+    report: drift.DriftReport
+    estimate: estimation.PerformanceEstimate | None
+    n_labelled: int
+    label_coverage: float
+    outcomes_before_prediction: int
+    skew: Skew
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def realised_auc(self) -> float | None:
+        """Realised ROC AUC of the labelled cohort rows (None until enough outcomes)."""
+        perf = self.report.performance
+        return perf.roc_auc if perf is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (assessment.json)."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("report", "estimate", "skew")}
+        return drift._jsonable({
+            **out, "report": self.report.to_dict(),
+            "estimate": self.estimate.to_dict() if self.estimate else None,
+            "skew": {**asdict(self.skew), "ok": self.skew.ok},
+            "realised_auc": self.realised_auc,
+        })  # fmt: skip
+
+    def summary(self) -> dict[str, Any]:
+        """One row of the per-window table (Prefect artifact, `make run` summary)."""
+        est = self.estimate
+        band = f"{est.low:.3f}-{est.high:.3f}" if est and est.low is not None else None
+        return drift._jsonable({
+            "window": self.window, "served": self.n_served, "severity": self.report.severity,
+            "features": ", ".join(self.report.responsible[:5]),
+            "estimated_auc": round(est.estimated_auc, 4) if est and est.estimated_auc else None,
+            "band_90": band,
+            "realised_auc": round(self.realised_auc, 4) if self.realised_auc else None,
+            "label_coverage": round(self.label_coverage, 3),
+            "skew_ok": self.skew.ok, "models": ", ".join(sorted(self.model_tags)),
+        })  # fmt: skip
+
+
+def assess_window(
+    reference: Any,
+    wid: str,
+    profile: Any,
+    served: pd.DataFrame,
+    outcomes: pd.DataFrame,
+    label_definition: LabelDefinition,
+    skew_tolerance: float = DEFAULT_SKEW_TOLERANCE,
+) -> WindowAssessment:
+    """Assess one window from its merged profile, its served rows and the stored outcomes."""
+    features = drift.score_features(reference.profile, profile, reference.thresholds)
+    probabilities = served[PROBABILITY_COLUMN].to_numpy(dtype=float)
+    prediction = drift.score_predictions(
+        reference.prediction_profile,
+        profiling.profile_predictions(probabilities),
+        reference.prediction_thresholds,
+    )
+    joined = join_outcomes(served, outcomes, label_definition)
+    n_labelled = int(joined.labelled.sum())
+    performance = None
+    if n_labelled:
+        performance = drift.assess_performance(
+            joined.labels[joined.labelled],
+            joined.probabilities[joined.labelled],
+            reference.performance,
+        )
+    estimate = None
+    if len(joined.probabilities):
+        seed = int.from_bytes(hashlib.sha256(wid.encode()).digest()[:4], "big")
+        estimate = estimation.estimate_performance(joined.probabilities, seed=seed)
+    report = drift.drift_report(
+        f"{SERVED_PREFIX}{wid}",
+        features,
+        prediction=prediction,
+        performance=performance,
+        thresholds=reference.thresholds,
+    )
+    n_cohort = len(joined.probabilities)
+    return WindowAssessment(
+        window=wid,
+        n_served=len(served),
+        n_cohort=n_cohort,
+        model_tags=served[MODEL_TAG].value_counts().to_dict(),
+        report=report,
+        estimate=estimate,
+        n_labelled=n_labelled,
+        label_coverage=n_labelled / n_cohort if n_cohort else 0.0,
+        outcomes_before_prediction=joined.before_prediction,
+        skew=skew_of(served, skew_tolerance),
+    )
+
+
+def served_encounter_keys(layout: StoreLayout) -> set[str]:
+    """Encounter pseudonyms of every served row monitoring has read (for the outcomes feed)."""
+    keys: set[str] = set()
+    for bases in list_windows(layout).values():
+        keys.update(read_served(bases)[ENCOUNTER_KEY].dropna().astype(str))
+    return keys
+
+
+def touched(pieces: Iterable[Piece]) -> list[str]:
+    """Window ids that got new rows."""
+    return sorted({p.window for p in pieces})
+
+
+@dataclass
+class Ingested:
+    """What one monitoring run read from the prediction log."""
+
+    pieces: list[Piece]
+    chunks: list[str]
+    bad: list[served_log.BadChunk]
+    rows: int
+
+
+def watermark_name(watermark: datetime, grace: timedelta) -> str:
+    """The chunk name below which chunks were all read: `grace` before the newest chunk read
+    (a pod's chunk may land a little after another pod's later one)."""
+    floor = (watermark - grace).astimezone(UTC)
+    return f"{floor.strftime('%Y-%m-%d')}/{floor.strftime('%Y%m%dT%H%M%S.%fZ')}"
+
+
+def new_chunks(
+    log_uri: str, seen: Collection[str], watermark: datetime | None, grace: timedelta
+) -> list[served_log.Chunk]:
+    """Chunks not read yet: named after the watermark less the grace, and not in `seen`."""
+    after = None if watermark is None else watermark_name(watermark, grace)
+    return [c for c in served_log.list_chunks(log_uri, after) if c.name not in seen]
+
+
+def ingest_chunks(
+    layout: StoreLayout,
+    chunks: Sequence[served_log.Chunk],
+    window: timedelta,
+    model: Any | None,
+    skew_rows: int,
+) -> Ingested:
+    """Read chunks (unreadable ones set aside), split them into window pieces and store them."""
+    good, bad = served_log.read_chunks(chunks, layout.bad_chunks_dir())
+    pieces, rows = [], 0
+    for chunk, frame in good:
+        for piece in split_chunk(chunk, frame, window, model, skew_rows):
+            write_piece(layout, piece)
+            pieces.append(piece)
+        rows += len(frame)
+    return Ingested(pieces, [c.name for c, _ in good], bad, rows)
+
+
+def advance_state(
+    state: dict[str, Any], chunks: Sequence[served_log.Chunk], grace: timedelta
+) -> dict[str, Any]:
+    """Monitoring state after reading `chunks`: the newest chunk time read and the names read
+    within the grace before it (so a late chunk is read once, and the list stays short)."""
+    if not chunks:
+        return state
+    previous = state.get("served_watermark")
+    times = [c.first_row_at for c in chunks]
+    if previous:
+        times.append(datetime.fromisoformat(previous))
+    watermark = max(times)
+    floor = watermark_name(watermark, grace)
+    seen = {*state.get("served_seen", []), *(c.name for c in chunks)}
+    return {
+        **state,
+        "served_watermark": watermark.isoformat(),
+        "served_seen": sorted(n for n in seen if n > floor),
+    }
+
+
+def windows_to_assess(
+    layout: StoreLayout, pieces: Sequence[Piece], outcomes_arrived: bool
+) -> list[str]:
+    """Windows that got new rows; with new outcomes, also every window whose outcomes were not
+    all in at its last assessment (its realised figures may have changed)."""
+    out = set(touched(pieces))
+    if outcomes_arrived:
+        for wid in list_windows(layout):
+            url = f"{layout.window_dir(wid)}/assessment.json"
+            if (
+                wid in out
+                or not storage.exists(url)
+                or storage.read_json(url).get("label_coverage", 0.0) < 1.0
+            ):
+                out.add(wid)
+    return sorted(out)
+
+
+def assess_stored_windows(
+    layout: StoreLayout,
+    reference: Any,
+    window_ids: Collection[str],
+    outcomes: pd.DataFrame,
+    label_definition: LabelDefinition,
+    *,
+    model_tag: str,
+    skew_tolerance: float = DEFAULT_SKEW_TOLERANCE,
+) -> list[WindowAssessment]:
+    """Assess the stored windows named in `window_ids` (oldest first) and store each assessment
+    as JSON and a self-contained HTML report next to its pieces."""
+    from readmit.reports.report import render_drift_report_html
+
+    assessed = []
+    for wid, bases in list_windows(layout).items():
+        if wid not in window_ids:
+            continue
+        result = assess_window(
+            reference, wid, read_window_profile(bases), read_served(bases), outcomes,
+            label_definition, skew_tolerance,
+        )  # fmt: skip
+        folder = layout.window_dir(wid)
+        storage.write_json(f"{folder}/assessment.json", result.to_dict())
+        title = f"Served traffic {wid} vs {model_tag}"
+        storage.write_text(
+            f"{folder}/assessment.html", render_drift_report_html(result.report, title)
+        )
+        assessed.append(result)
+    return assessed
+
+
+def read_new_chunks(
+    layout: StoreLayout,
+    log_uri: str,
+    state: dict[str, Any],
+    *,
+    model: Any | None,
+    window: timedelta,
+    grace: timedelta,
+    skew_rows: int,
+) -> tuple[Ingested, dict[str, Any]]:
+    """One monitoring run's reading of the prediction log: the chunks not read yet, stored as
+    window pieces (unreadable ones set aside), and the state that remembers them."""
+    watermark = state.get("served_watermark")
+    chunks = new_chunks(
+        log_uri,
+        set(state.get("served_seen", [])),
+        datetime.fromisoformat(watermark) if watermark else None,
+        grace,
+    )
+    read = ingest_chunks(layout, chunks, window, model, skew_rows)
+    return read, advance_state(state, chunks, grace)
