@@ -28,3 +28,20 @@ def test_ports_on_loopback() -> None:
     assert processes.port_free(port)
     assert processes.free_port(taken=[port]) != port
     assert processes.http_get(f"http://{processes.HOST}:{port}/", timeout=1) == (0, b"")
+
+
+def test_a_deployed_service_ships_its_log_to_the_deployers_artifact_store(
+    tmp_path, monkeypatch
+) -> None:
+    """The served bento runs its own copy of the code, whose default artifact store is inside
+    the bento: `make run` once logged there and monitoring read nothing."""
+    from readmit import serving
+    from readmit.ops import deploy
+    from readmit.settings import Settings
+
+    monkeypatch.delenv("READMIT_ARTIFACTS_URI", raising=False)
+    deployer = Settings(_env_file=None, artifacts_uri=str(tmp_path / "store"))
+    env = deploy._env(deployer)
+    assert env["READMIT_ARTIFACTS_URI"] == deployer.artifacts_uri
+    as_served = Settings(_env_file=None, artifacts_uri=env["READMIT_ARTIFACTS_URI"])
+    assert serving.prediction_log_uri(as_served) == deployer.layout.prediction_logs()
