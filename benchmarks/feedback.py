@@ -42,21 +42,27 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before xgboost is imported
 
+import httpx
 import numpy as np
 import pandas as pd
 
-from readmit import data, features
+from readmit import data, features, monitoring, pseudonyms, storage
+from readmit.data import outcomes
+from readmit.features import PatientHistory
+from readmit.features.history import HISTORY_FEATURES
+from readmit.layout import StoreLayout, chunk_relpath
 from readmit.model import registry, train
-from readmit.monitoring import drift, estimation, served
+from readmit.monitoring import drift, estimation, served, windows
 from readmit.ops import deploy
 from readmit.schema import AGE_BANDS, INPUT_COLUMNS, OUTCOME_COLUMNS
-from readmit.serving import scoring
+from readmit.serving import logged_rows, prediction_log, scoring
 from readmit.settings import PROJECT_ROOT, get_settings
 
 SEARCH_BUDGET_S = 30.0
@@ -453,9 +459,183 @@ def logging_rps_ratio(bench: Bench) -> dict[str, Any]:
     }
 
 
-FIGURES: tuple[Callable[[Bench], dict[str, Any]], ...] = (cbpe_backtest, logging_rps_ratio)
-"""One function per figure group (`--only NAME` runs some); add request-to-monitor latency and
-monitoring cost here."""
+# ----------------------------------------------------------------------------------------------
+# Monitoring of served traffic: cost, latency, history parity
+# ----------------------------------------------------------------------------------------------
+
+MONITOR_CHUNK_ROWS = 2000
+"""Rows per shipped chunk (a busy worker's flush)."""
+MONITOR_WINDOW_ROWS = 20_000
+"""Rows per monitoring window (the windows are an hour long; this is an hour's traffic)."""
+GOAL_MONITOR_100K_S = 10.0
+GOAL_SCALING = 4.4
+
+
+def _reference(bench: Bench, store: str) -> Any:
+    """The model's monitoring reference, written as the training flow writes it."""
+    uris = monitoring.ReferenceUris.for_model(store, "bench")
+    monitoring.build_reference(
+        uris, bench.split.train_feed, bench.split.holdout_feed, bench.model, "<30"
+    )
+    return monitoring.load_reference(uris)
+
+
+def _logged_rows(bench: Bench) -> list[dict[str, Any]]:
+    """The holdout feed's rows exactly as the service logs them (scored once on the served
+    path); replicated with new times to make any volume of traffic."""
+    feed = bench.split.holdout_feed.drop(columns=list(OUTCOME_COLUMNS))
+    key = bench.settings.pseudonym_key_bytes
+    records = scoring.pseudonymised(scoring.feed_records(feed), key)
+    p = np.asarray(bench.scorer.predict_proba_many(records), dtype=float)
+    risks = scoring.risk_labels(p, float(bench.model.threshold_)).tolist()
+    return logged_rows(records, p.tolist(), risks, "readmission:bench", "")
+
+
+def _ship_traffic(rows: list[dict[str, Any]], log_uri: str, n_rows: int, t0: datetime) -> int:
+    """`n_rows` logged rows as chunks of `MONITOR_CHUNK_ROWS`, `MONITOR_WINDOW_ROWS` per hour."""
+    step = timedelta(hours=1) / MONITOR_WINDOW_ROWS
+    chunks = 0
+    for first in range(0, n_rows, MONITOR_CHUNK_ROWS):
+        at = t0 + first * step
+        body = []
+        for i in range(first, min(first + MONITOR_CHUNK_ROWS, n_rows)):
+            body.append({**rows[i % len(rows)], "timestamp": (t0 + i * step).isoformat()})
+        url = f"{log_uri}/{chunk_relpath(at, 'bench-w0-p0', chunks + 1)}"
+        storage.write_bytes(url, prediction_log.encode_chunk(body))
+        chunks += 1
+    return chunks
+
+
+def _monitor_once(bench: Bench, reference: Any, store: str, log_uri: str) -> dict[str, Any]:
+    """One monitoring run over everything shipped: read, piece, profile, skew-check, assess."""
+    layout = StoreLayout(store)
+    settings = bench.settings
+    start = time.perf_counter()
+    read, _ = windows.read_new_chunks(
+        layout, log_uri, {}, model=bench.model, window=timedelta(hours=1),
+        grace=timedelta(seconds=settings.log_grace_seconds),
+        skew_rows=settings.skew_rows_per_chunk,
+    )  # fmt: skip
+    read_s = time.perf_counter() - start
+    assessed = windows.assess_stored_windows(
+        layout, reference, windows.touched(read.pieces), outcomes.read_received(store), "<30",
+        model_tag="readmission:bench",
+    )  # fmt: skip
+    total = time.perf_counter() - start
+    assert not read.bad and all(a.skew.ok for a in assessed), "skew or unreadable chunks"
+    return {"rows": read.rows, "chunks": len(read.chunks), "windows": len(assessed),
+            "read_s": round(read_s, 2), "total_s": round(total, 2)}  # fmt: skip
+
+
+def monitoring_cost(bench: Bench) -> dict[str, Any]:
+    """Seconds to monitor 100,000 and 400,000 logged rows (chunks read once, per-chunk
+    profiles merged into hourly windows, skew re-score, assessment); the ratio shows whether
+    the cost is linear."""
+    rows = _logged_rows(bench)
+    reference = _reference(bench, tempfile.mkdtemp(prefix="readmit-bench-ref-"))
+    t0 = datetime(2026, 1, 5, tzinfo=UTC)
+    runs = {}
+    for n in (100_000, 400_000):
+        root = Path(tempfile.mkdtemp(prefix=f"readmit-bench-monitor-{n}-"))
+        _ship_traffic(rows, str(root / "logs"), n, t0)
+        runs[n] = _monitor_once(bench, reference, str(root / "store"), str(root / "logs"))
+        print(f"monitoring {n:,} logged rows: {runs[n]['chunks']} chunks, {runs[n]['windows']} "
+              f"windows, {runs[n]['total_s']:.1f} s (reading and profiling "
+              f"{runs[n]['read_s']:.1f} s)")  # fmt: skip
+    ratio = runs[400_000]["total_s"] / runs[100_000]["total_s"]
+    print(f"400k / 100k: {ratio:.2f} (goal <= {GOAL_SCALING}); 100k in "
+          f"{runs[100_000]['total_s']:.1f} s (goal <= {GOAL_MONITOR_100K_S})")  # fmt: skip
+    return {
+        "monitor_100k_rows_s": runs[100_000]["total_s"],
+        "monitor_400k_rows_s": runs[400_000]["total_s"],
+        "monitor_scaling": round(ratio, 2),
+        "monitor_runs": {str(k): v for k, v in runs.items()},
+    }
+
+
+def request_to_monitor(bench: Bench) -> dict[str, Any]:
+    """From a request answered by the real bento to its row in a monitoring window: the
+    service's flush, the store, and one monitoring read (run back to back, as a schedule would
+    run it at its next tick; add the schedule's interval for the worst case)."""
+    import serving as serving_bench  # benchmarks/serving.py, beside this file
+
+    _, bento = _served_model_store(bench)
+    run_dir = Path(tempfile.mkdtemp(prefix="readmit-bench-latency-"))
+    store = str(run_dir / "store")
+    env = {**serving_bench.bento_env(run_dir, 1, True), "READMIT_ARTIFACTS_URI": store}
+    env.pop("READMIT_PREDICTION_LOG_URI", None)
+    pid, url = serving_bench.serve_bento(bento, run_dir / "server", env)
+    layout = StoreLayout(store)
+    feed = bench.split.holdout_feed.drop(columns=list(OUTCOME_COLUMNS))
+    latencies = []
+    state: dict[str, Any] = {}
+    try:
+        for i in range(5):
+            body = scoring.feed_records(feed.iloc[[i]])[0]
+            key = pseudonyms.pseudonym(bench.settings.pseudonym_key_bytes, "encounter_id",
+                                       body["encounter_id"])  # fmt: skip
+            sent = time.perf_counter()
+            response = httpx.post(f"{url}/predict", json=body, timeout=30)
+            response.raise_for_status()
+            seen = None
+            while seen is None and time.perf_counter() - sent < 30:
+                read, state = windows.read_new_chunks(
+                    layout, layout.prediction_logs(), state, model=None,
+                    window=timedelta(hours=1), grace=timedelta(minutes=10), skew_rows=0,
+                )  # fmt: skip
+                if any(key in set(p.served["encounter_key"]) for p in read.pieces):
+                    seen = time.perf_counter() - sent
+                else:
+                    time.sleep(0.1)
+            assert seen is not None, "the request never reached a monitoring window"
+            latencies.append(round(seen, 2))
+            time.sleep(1.0)
+    finally:
+        deploy.stop_server(pid)
+    flush = bench.settings.log_flush_seconds
+    print(f"request -> monitoring window: {latencies} s (flush interval {flush} s, plus the "
+          "monitoring schedule's interval at worst)")  # fmt: skip
+    return {
+        "request_to_monitor_s": statistics.median(latencies),
+        "request_to_monitor_runs_s": latencies,
+        "request_to_monitor_flush_s": flush,
+    }
+
+
+def history_parity(bench: Bench) -> dict[str, Any]:
+    """Do served history features equal training's for the same encounters?
+
+    Served: the later encounters of patients the model was trained on, one request each, as
+    the service scores them (its history is the store the model was trained with). Training:
+    the same encounters' history had they been in the training frame, in time order. They
+    differ exactly where a patient has more than one new encounter, while the store does not
+    learn from served encounters."""
+    settings = bench.settings
+    split = data.split_feed(
+        bench.feed, window="reference", reference_fraction=settings.reference_fraction,
+        holdout_fraction=HOLDOUT_FRACTION, seed=settings.seed,
+    )  # fmt: skip
+    key = settings.pseudonym_key_bytes
+    store = PatientHistory(pseudonyms.fingerprint(key)).fit(pseudonyms.add_keys(split.train, key))
+    later = data.reference_and_batches(bench.feed, settings.reference_fraction, 10**9)[1][0]
+    known = later[later["patient_nbr"].isin(split.train["patient_nbr"])]
+    known_keys = pseudonyms.add_keys(known, key)
+    served_history = store.transform(known_keys)[list(HISTORY_FEATURES)].to_numpy()
+    everything = pseudonyms.add_keys(pd.concat([split.train, known], ignore_index=True), key)
+    trained = PatientHistory(pseudonyms.fingerprint(key)).fit(everything)
+    training_history = trained.transform(known_keys)[list(HISTORY_FEATURES)].to_numpy()
+    equal = (served_history == training_history).all(axis=1)
+    share = float(equal.mean()) if len(equal) else 1.0
+    print(f"history parity: {equal.sum():,} of {len(equal):,} later encounters of known "
+          f"patients ({share:.1%}) get the history training would give them")  # fmt: skip
+    return {"history_parity": bool(equal.all()), "history_parity_share": round(share, 4),
+            "history_parity_encounters": len(equal)}  # fmt: skip
+
+
+FIGURES: tuple[Callable[[Bench], dict[str, Any]], ...] = (
+    cbpe_backtest, logging_rps_ratio, monitoring_cost, request_to_monitor, history_parity,
+)  # fmt: skip
+"""One function per figure group (`--only NAME` runs some)."""
 
 
 def main(argv: list[str] | None = None) -> None:

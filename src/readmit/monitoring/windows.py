@@ -29,7 +29,7 @@ import gzip
 import hashlib
 import io
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -375,7 +375,7 @@ def ingest_chunks(
     for chunk, frame in good:
         for piece in split_chunk(chunk, frame, window, model, skew_rows):
             write_piece(layout, piece)
-            pieces.append(piece)
+            pieces.append(replace(piece, profile=None))  # stored: memory stays flat
         rows += len(frame)
     return Ingested(pieces, [c.name for c, _ in good], bad, rows)
 
