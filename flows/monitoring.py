@@ -255,8 +255,10 @@ def monitoring_flow(max_batches: int = 20, cooldown_s: float = 1800.0) -> dict[s
     state = monitoring.read_state(state_url)
     served, state = read_served_traffic(champion, state)
     arrived = take_outcomes()
+    newest = outcomes.newest_received(settings.artifacts_uri)  # by the CLI or the drop folder
+    new_outcomes, state["outcomes_newest"] = newest != state.get("outcomes_newest"), newest
     served_windows = assess_windows(
-        champion, windows.windows_to_assess(settings.layout, served.pieces, bool(arrived))
+        champion, windows.windows_to_assess(settings.layout, served.pieces, new_outcomes)
     )
     reports = [w.report for w in served_windows]
     for batch_id in inbox.pending(settings.artifacts_uri)[:max_batches]:

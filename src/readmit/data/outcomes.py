@@ -214,6 +214,13 @@ def add_outcomes(
     return report
 
 
+def newest_received(artifacts_uri: str) -> str | None:
+    """Name of the newest stored outcomes file (None before any): tells monitoring whether
+    outcomes arrived since its last run, whichever way they came (command line or drop folder)."""
+    files = storage.list_files(StoreLayout(artifacts_uri).outcomes_received(), f"*{SUFFIX}")
+    return max((url.rsplit("/", 1)[-1] for url in files), default=None)
+
+
 def pending_drops(artifacts_uri: str) -> list[str]:
     """Outcomes files waiting in the drop folder, oldest name first."""
     inbox = StoreLayout(artifacts_uri).outcomes_inbox()

@@ -95,3 +95,11 @@ def test_drop_folder_lists_csv_files_in_name_order(tmp_path: Path) -> None:
         storage.write_bytes(f"{inbox}/{name}", b"x")
     assert [u.rsplit("/", 1)[-1] for u in outcomes.pending_drops(store)] == ["a.csv", "b.csv.gz"]
     assert outcomes.source_name("s3://b/outcomes 2024-01.csv.gz") == "outcomes_2024-01"
+
+
+def test_monitoring_can_tell_that_outcomes_arrived(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    assert outcomes.newest_received(store) is None
+    report = outcomes.add_outcomes(_csv([(7, "NO")]), source="a.csv", artifacts_uri=store, key=KEY)
+    assert report.stored_uri is not None
+    assert outcomes.newest_received(store) == report.stored_uri.rsplit("/", 1)[-1]
