@@ -20,6 +20,7 @@ from prefect.events import emit_event
 
 from readmit import data, monitoring, storage
 from readmit.data import inbox, outcomes, validation
+from readmit.features import served_history
 from readmit.model import registry
 from readmit.monitoring import drift, windows
 from readmit.ops import audit
@@ -115,6 +116,7 @@ def read_served_traffic(
         window=timedelta(seconds=settings.monitor_window_seconds),
         grace=timedelta(seconds=settings.log_grace_seconds),
         skew_rows=settings.skew_rows_per_chunk,
+        store=served_history.open_store(settings.history_store_uri),
     )
     for bad in read.bad:
         logger.error("prediction-log chunk %s set aside: %s", bad.name, bad.reason)

@@ -53,6 +53,18 @@ class Readmission:
 
     packed_model = bentoml.models.BentoModel(PACKED_MODEL_TAG) if PACKED_MODEL_TAG else None
 
+    def _attach_served_history(self) -> None:
+        """Served encounters count in a returning patient's history (monitoring records them);
+        an unusable store is logged and the model's own history is used."""
+        assert self.loaded is not None
+        try:
+            scoring.attach_served_history(self.loaded.model, SETTINGS.history_store_uri)
+        except Exception as exc:
+            logger.error(
+                "served-history store unusable (%r): only the model's own patient history is used",
+                exc,
+            )
+
     def __init__(self) -> None:
         serving.hide_rejected_input()
         self.metrics = serving.service_metrics()
@@ -71,6 +83,7 @@ class Readmission:
             self.scorer = scoring.make_scorer(scoring.single_threaded(self.loaded.model))
             # Self-check: a model that cannot score the example encounter is not usable.
             self.scorer.predict_proba_one(serving.example_encounter())
+            self._attach_served_history()
         except (registry.NoModelError, pseudonyms.KeyMismatchError) as exc:
             self.not_ready_reason = str(exc)
         except Exception as exc:  # any unusable model: keep serving health, say why

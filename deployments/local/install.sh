@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages that `make up`, the integration tests and the benchmarks need
-# (wrk: the HTTP load generator of benchmarks/serving.py).
+# (wrk: the HTTP load generator of benchmarks/serving.py; redis-server: the shared
+# patient-history store for many pods, which a test starts on loopback).
 #
 # Idempotent and non-interactive: packages already installed are not fetched again, and when all
 # of them are present the script returns at once (no `apt-get update`). Package services are kept
@@ -10,7 +11,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 # READMIT_SYSTEM_PACKAGES replaces the list (the tests use it to check the no-root message).
-read -r -a PACKAGES <<< "${READMIT_SYSTEM_PACKAGES:-prometheus prometheus-pushgateway postgresql chromium chromium-driver wrk}"
+read -r -a PACKAGES <<< "${READMIT_SYSTEM_PACKAGES:-prometheus prometheus-pushgateway postgresql chromium chromium-driver wrk redis-server}"
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -56,6 +56,11 @@ LAYOUT: tuple[tuple[str, str], ...] = (
         "outcomes/conflicts/<utc time>-<source>.csv.gz",
         "outcomes that contradict a stored one, set aside (pseudonymised)",
     ),
+    (
+        "history/served.sqlite",
+        "served encounters per patient pseudonym (the embedded patient-history store; "
+        "local stores only, else READMIT_HISTORY_STORE)",
+    ),
     ("audit/audit.jsonl", "every lifecycle decision, appended"),
     (
         "prediction_logs/<utc date>/<utc time>-<pod>-w<worker>-p<pid>-<seq>.jsonl.gz",
@@ -138,6 +143,12 @@ class StoreLayout:
     def outcomes_file(self, folder: str, stamp: str, source: str, suffix: str) -> str:
         """One file of the outcomes store: `received`, `reports` or `conflicts`."""
         return self.path("outcomes", folder, f"{stamp}-{source}{suffix}")
+
+    def served_history_file(self) -> str:
+        """The embedded served-history store (an absolute local path: local stores only)."""
+        from pathlib import Path
+
+        return str(Path(self.root.removeprefix("file://")).resolve() / "history" / "served.sqlite")
 
     def audit_log(self) -> str:
         """The append-only audit log of lifecycle decisions."""

@@ -149,11 +149,27 @@ class Settings(BaseSettings):
         description="Largest difference between a logged and a re-scored probability that still "
         "counts as the same answer.",
     )
+    history_store: str | None = Field(
+        default=None,
+        description="Where served encounters reach the patient-history store the service reads "
+        "(`readmit.features.served_history`): sqlite:///<abs path> (one machine) or "
+        "redis://host:port/db (many pods). Unset: an SQLite file in a local artifact store "
+        "(history/served.sqlite), else in READMIT_SERVING_RUN_DIR.",
+    )
 
     @property
     def pseudonym_key_bytes(self) -> bytes:
         """The pseudonym key as bytes (`readmit.pseudonyms`)."""
         return self.pseudonym_key.get_secret_value().encode()
+
+    @property
+    def history_store_uri(self) -> str:
+        """The served-history store: the setting, else an SQLite file on this machine."""
+        if self.history_store:
+            return self.history_store
+        if "://" not in self.artifacts_uri or self.artifacts_uri.startswith("file://"):
+            return f"sqlite://{self.layout.served_history_file()}"
+        return f"sqlite://{Path(self.serving_run_dir).resolve() / 'history.sqlite'}"
 
     @property
     def layout(self) -> StoreLayout:

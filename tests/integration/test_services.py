@@ -298,5 +298,7 @@ def test_install_script_is_idempotent() -> None:
     again = subprocess.run(script, capture_output=True, text=True, check=False, timeout=60)
     assert again.returncode == 0 and "all present" in again.stdout, again.stdout + again.stderr
     assert time.monotonic() - started < 5
-    for binary in ("prometheus", "promtool", "prometheus-pushgateway", "chromium", "chromedriver"):
+    binaries = ("prometheus", "promtool", "prometheus-pushgateway", "chromium", "chromedriver",
+                "redis-server")  # fmt: skip
+    for binary in binaries:
         assert shutil.which(binary), binary

@@ -8,6 +8,7 @@ row of the input.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -58,6 +59,7 @@ Entry = tuple[int, ...]
 NO_HISTORY: HistoryState = (0,) * len(HISTORY_FEATURES)
 _PREV_INDEX = tuple(ENTRY_FIELDS.index(f) for f in PREV_FIELDS)
 EMERGENCY_ADMISSION = 1
+_logger = logging.getLogger("readmit.features.history")
 
 
 class OutcomeInInputError(ValueError):
@@ -118,9 +120,14 @@ class PatientHistory(TransformerMixin, BaseEstimator):
       training frame, or any part of it, reproduces the history training used;
     * a new encounter of a known patient: everything stored for the patient (new encounters are
       assumed later than the data the model saw);
-    * an unknown patient, or no patient key: no history.
+    * an unknown patient, or no patient key: no history;
+    * with a served-history store attached (`attach`, `readmit.features.served_history`): plus
+      the patient's encounters served since, in served order, up to the encounter itself (those
+      the model was trained on are already counted and skipped), advanced by the same rule.
 
     Each row is looked up on its own: other rows of the input never count, and no outcome does.
+    A store that fails is logged and counted (`served_history_errors`), never fatal: the row
+    gets the model's history alone.
 
     Args:
         key_fingerprint: `pseudonyms.fingerprint` of the key the rows were keyed with.
@@ -128,6 +135,29 @@ class PatientHistory(TransformerMixin, BaseEstimator):
 
     def __init__(self, key_fingerprint: str | None = None) -> None:
         self.key_fingerprint = key_fingerprint
+
+    def attach(self, store: Any) -> PatientHistory:
+        """Read served encounters from `store` too (a `served_history.ServedHistory`; None
+        detaches). The store is a live connection: it is never pickled with the model."""
+        self.served_store = store
+        self.served_history_errors = getattr(self, "served_history_errors", 0)
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("served_store", None)
+        return state
+
+    def _served(self, pkeys: Sequence[str | None]) -> dict[str, list[Any]]:
+        store = getattr(self, "served_store", None)
+        if store is None:
+            return {}
+        try:
+            return dict(store.entries([k for k in pkeys if k is not None]))
+        except Exception:  # the store must never take scoring down; say so and count it
+            self.served_history_errors = getattr(self, "served_history_errors", 0) + 1
+            _logger.exception("served-history store failed: the model's history alone is used")
+            return {}
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> PatientHistory:
         """Build the history store from the encounters in `X` (needs keys; else an empty store)."""
@@ -172,16 +202,30 @@ class PatientHistory(TransformerMixin, BaseEstimator):
         self, pkeys: Sequence[str | None], ekeys: Sequence[str | None]
     ) -> list[HistoryState]:
         """History before each row: the one implementation behind batch and per-record paths."""
-        return [self.lookup(pkey, ekey) for pkey, ekey in zip(pkeys, ekeys, strict=True)]
+        served = self._served(pkeys)
+        return [
+            self._lookup(pkey, ekey, served.get(pkey, ()) if pkey else ())
+            for pkey, ekey in zip(pkeys, ekeys, strict=True)
+        ]
 
     def lookup(self, pkey: str | None, ekey: str | None) -> HistoryState:
-        """History of one encounter from the store alone (see the class docstring)."""
+        """History of one encounter from the stores alone (see the class docstring)."""
+        served = self._served([pkey]) if pkey is not None else {}
+        return self._lookup(pkey, ekey, served.get(pkey, ()) if pkey else ())
+
+    def _lookup(self, pkey: str | None, ekey: str | None, served: Sequence[Any]) -> HistoryState:
         if pkey is None:
             return NO_HISTORY
         hit = self.encounter_index_.get(ekey) if ekey is not None else None
         if hit is not None and hit[0] == pkey:
             return self.store_[pkey][hit[1]]
-        return self.store_.get(pkey, [NO_HISTORY])[-1]
+        state = self.store_.get(pkey, [NO_HISTORY])[-1]
+        for served_key, entry, _ in served:
+            if served_key == ekey:
+                break  # the history before this encounter
+            if served_key not in self.encounter_index_:
+                state = advance(state, tuple(entry))
+        return state
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Input columns (when given) followed by the history columns."""

@@ -39,7 +39,7 @@ import pandas as pd
 from readmit import storage
 from readmit.data import in_cohort
 from readmit.data.outcomes import RECEIVED_AT
-from readmit.features import make_label
+from readmit.features import make_label, served_history
 from readmit.layout import StoreLayout
 from readmit.monitoring import drift, estimation, profiling
 from readmit.monitoring import served as served_log
@@ -47,7 +47,7 @@ from readmit.monitoring.served import PROBABILITY_COLUMN, Chunk, window_id, wind
 from readmit.pseudonyms import ENCOUNTER_KEY, PATIENT_KEY
 from readmit.schema import INPUT_COLUMNS, LABEL_COLUMN, LabelDefinition
 from readmit.serving.prediction_log import TIME_COLUMN
-from readmit.serving.scoring import feed_records, make_scorer
+from readmit.serving.scoring import feed_records, history_step, make_scorer
 
 MODEL_TAG = "model_tag"
 IN_COHORT = "in_cohort"
@@ -86,12 +86,26 @@ def sample_rows(n: int, size: int, seed_text: str) -> np.ndarray:
     return np.sort(rng.choice(n, size=min(n, size), replace=False))
 
 
-def rescore(model: Any, rows: pd.DataFrame) -> np.ndarray:
-    """Offline probabilities of logged rows through the service's own per-record scorer."""
+def rescore(model: Any, rows: pd.DataFrame, store: Any | None = None) -> np.ndarray:
+    """Offline probabilities of logged rows through the service's own per-record scorer.
+
+    With the served-history store, each row sees the store as it was when it was served
+    (`served_history.AsOf` its logged time), as the service saw it."""
     if not len(rows):
         return np.zeros(0, dtype=np.float64)
     records = feed_records(rows)  # logged rows carry pseudonyms, never raw identifiers
-    return np.asarray(make_scorer(model).predict_proba_many(records), dtype=float)
+    scorer, step = make_scorer(model), history_step(model)
+    if store is None or step is None:
+        return np.asarray(scorer.predict_proba_many(records), dtype=float)
+    times = pd.to_datetime(rows[TIME_COLUMN], utc=True)
+    out = []
+    try:
+        for record, at in zip(records, times, strict=True):
+            step.attach(served_history.AsOf(store, at.timestamp()))
+            out.append(scorer.predict_proba_one(record))
+    finally:
+        step.attach(None)
+    return np.asarray(out, dtype=float)
 
 
 def served_table(rows: pd.DataFrame, rescored: Mapping[int, float]) -> pd.DataFrame:
@@ -109,6 +123,7 @@ def split_chunk(
     window: timedelta,
     model: Any | None = None,
     skew_rows: int = 0,
+    store: Any | None = None,
 ) -> list[Piece]:
     """A chunk's rows by time window: each piece profiled, kept, and a sample re-scored."""
     starts = window_start(frame[TIME_COLUMN], window)
@@ -116,7 +131,7 @@ def split_chunk(
     for start, rows in frame.groupby(starts, sort=True):
         wid = window_id(pd.Timestamp(start))
         picked = sample_rows(len(rows), skew_rows if model is not None else 0, chunk.name + wid)
-        rescored = rescore(model, rows.iloc[picked]) if len(picked) else np.zeros(0)
+        rescored = rescore(model, rows.iloc[picked], store) if len(picked) else np.zeros(0)
         features = rows.reindex(columns=list(INPUT_COLUMNS))
         pieces.append(
             Piece(
@@ -368,14 +383,19 @@ def ingest_chunks(
     window: timedelta,
     model: Any | None,
     skew_rows: int,
+    store: Any | None = None,
 ) -> Ingested:
-    """Read chunks (unreadable ones set aside), split them into window pieces and store them."""
+    """Read chunks (unreadable ones set aside), split them into window pieces and store them;
+    with a served-history store, record the chunk's encounters in it (after the skew
+    re-score, which sees the store as the service saw it)."""
     good, bad = served_log.read_chunks(chunks, layout.bad_chunks_dir())
     pieces, rows = [], 0
     for chunk, frame in good:
-        for piece in split_chunk(chunk, frame, window, model, skew_rows):
+        for piece in split_chunk(chunk, frame, window, model, skew_rows, store):
             write_piece(layout, piece)
             pieces.append(replace(piece, profile=None))  # stored: memory stays flat
+        if store is not None:
+            store.add(served_history.served_rows(frame))
         rows += len(frame)
     return Ingested(pieces, [c.name for c, _ in good], bad, rows)
 
@@ -460,9 +480,11 @@ def read_new_chunks(
     window: timedelta,
     grace: timedelta,
     skew_rows: int,
+    store: Any | None = None,
 ) -> tuple[Ingested, dict[str, Any]]:
     """One monitoring run's reading of the prediction log: the chunks not read yet, stored as
-    window pieces (unreadable ones set aside), and the state that remembers them."""
+    window pieces (unreadable ones set aside), their encounters recorded in the served-history
+    store when given, and the state that remembers them."""
     watermark = state.get("served_watermark")
     chunks = new_chunks(
         log_uri,
@@ -470,5 +492,5 @@ def read_new_chunks(
         datetime.fromisoformat(watermark) if watermark else None,
         grace,
     )
-    read = ingest_chunks(layout, chunks, window, model, skew_rows)
+    read = ingest_chunks(layout, chunks, window, model, skew_rows, store)
     return read, advance_state(state, chunks, grace)

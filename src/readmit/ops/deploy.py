@@ -102,11 +102,13 @@ def _env(settings: Settings, bentoml_home: str | None = None) -> dict[str, str]:
 
     The artifact store is passed explicitly: its default lives next to the code, and a served
     bento runs its own copy of the code, so left to its default the service would ship its
-    prediction log into the bento's folder, where monitoring never looks."""
+    prediction log into the bento's folder, where monitoring never looks; so is the served-history
+    store monitoring writes and the service reads."""
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
     env["BENTOML_HOME"] = bentoml_home or settings.bentoml_home
     env["READMIT_BENTOML_HOME"] = settings.bentoml_home
     env["READMIT_ARTIFACTS_URI"] = settings.artifacts_uri
+    env["READMIT_HISTORY_STORE"] = settings.history_store_uri
     return env
 
 

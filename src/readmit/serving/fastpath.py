@@ -61,9 +61,10 @@ class RecordScorer:
                     f"record {i} carries raw identifiers: pseudonymise records on arrival "
                     "(readmit.serving.scoring.pseudonymised) before scoring"
                 )
+        keys = [self.history.record_keys(record) for record in records]
+        states = self.history.history([k[0] for k in keys], [k[1] for k in keys])
         rows = []
-        for record in records:
-            state = self.history.lookup(*self.history.record_keys(record))
+        for record, state in zip(records, states, strict=True):
             merged = {**record, **dict(zip(HISTORY_FEATURES, state, strict=True))}
             rows.append(self.encoder.encode_record(self.encounter.transform_record(merged)))
         return np.vstack(rows)

@@ -77,6 +77,18 @@ def history_step(model: Any) -> PatientHistory | None:
     return None
 
 
+def attach_served_history(model: Any, uri: str) -> bool:
+    """Let the model's history step read the served-history store at `uri`
+    (`readmit.features.served_history`); False when the model has no history step."""
+    from readmit.features import served_history
+
+    step = history_step(model)
+    if step is None:
+        return False
+    step.attach(served_history.open_store(uri))
+    return True
+
+
 def require_model_key(model: Any, key: bytes) -> None:
     """Refuse a model whose history store was keyed with another key (`KeyMismatchError`)."""
     step = history_step(model)
