@@ -57,7 +57,7 @@ def loop_flow(
     strength: Literal["weak", "moderate", "strong"] = "strong",
     drift_start: int = 3,
     search_budget_s: float = 60.0,
-    window_seconds: int = 4,
+    window_seconds: int = 3,
 ) -> dict[str, Any]:
     """Train, serve, replay with drift, detect, retrain, gate, promote, redeploy; summarise."""
     with monitoring_windows_of(window_seconds):

@@ -81,14 +81,17 @@ def log_as_served(frame: Any, seq: int) -> int:
     return len(frame)
 
 
-def deliver(via: Via, batch_id: str, features: Any, seq: int, service_url: str | None) -> None:
-    """A batch as the hospital sends it: to the service (in its own monitoring window), or as a
-    file in the inbox."""
+def deliver(
+    via: Via, batch_id: str, features: Any, seq: int, service_url: str | None, new_window: bool
+) -> None:
+    """A batch as the hospital sends it: to the service (in a monitoring window of its own when
+    `new_window`), or as a file in the inbox."""
     settings = get_settings()
     if via == "inbox":
         inbox.publish_batch(settings.artifacts_uri, batch_id, features)
         return
-    wait_for_next_window(settings.monitor_window_seconds)
+    if new_window:
+        wait_for_next_window(settings.monitor_window_seconds)
     if service_url:
         send_to_service(service_url, features, settings.max_batch_size)
     else:
@@ -153,7 +156,7 @@ def simulation_flow(
     ids = [inbox.batch_id(start + i) for i in range(len(batches))]
     published: list[str] = []
     for i, (batch_id, batch) in enumerate(zip(ids, batches, strict=True)):
-        deliver(via, batch_id, inbox.split_labels(batch)[0], start + i, service_url)
+        deliver(via, batch_id, inbox.split_labels(batch)[0], start + i, service_url, i > 0)
         if i >= label_delay:
             late = inbox.split_labels(batches[i - label_delay])[1]
             deliver_outcomes(via, ids[i - label_delay], late)
