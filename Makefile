@@ -51,6 +51,23 @@ lint: install ## ruff lint + format check, mypy on src/
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy src/readmit src/readmit_cli.py
 
+# The scanners of `make audit` live in their own venv, pinned with hashes (deployments/audit/).
+AUDIT_TOOLS := $(VENV)/audit-tools
+AUDIT_LOCK := deployments/audit/tools.lock
+
+$(AUDIT_TOOLS)/.installed: $(AUDIT_LOCK) $(VENV)/.installed
+	@test -x $(AUDIT_TOOLS)/bin/python || $(BIN)/uv venv --quiet -p $(BIN)/python $(AUDIT_TOOLS)
+	$(BIN)/uv pip install --quiet -p $(AUDIT_TOOLS)/bin/python --require-hashes -r $(AUDIT_LOCK)
+	@touch $@
+
+.PHONY: lock-audit
+lock-audit: install ## Re-resolve the scanners' lock (deployments/audit/tools.lock) from tools.in
+	$(BIN)/uv pip compile deployments/audit/tools.in -p 3.11 --generate-hashes -o $(AUDIT_LOCK)
+
+.PHONY: audit
+audit: install $(AUDIT_TOOLS)/.installed ## Supply chain: SBOM, bandit, secrets, pip-audit vs deployments/audit/findings.toml; AUDIT_ARGS=--require-vulnerability-scan
+	$(BIN)/python -m readmit.ops.audit_checks --tools $(AUDIT_TOOLS)/bin $(AUDIT_ARGS)
+
 .PHONY: bench-training
 bench-training: install ## Benchmark: whole training flow on the full data
 	$(BIN)/python benchmarks/training.py

@@ -291,9 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `readmit` console script."""
     from readmit.model.registry import NoModelError, RegistryError
+    from readmit.secret_sources import SecretConfigError
 
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.func
+    try:
+        get_settings()  # production mode refuses default secrets before anything starts
+    except SecretConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         return handler(args)
     except (NoModelError, RegistryError, FileNotFoundError, ValueError) as exc:

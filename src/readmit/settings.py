@@ -157,10 +157,39 @@ class Settings(BaseSettings):
         "(history/served.sqlite), else in READMIT_SERVING_RUN_DIR.",
     )
 
+    # Production mode and where secrets come from (`readmit.secret_sources`).
+    env: str = Field(
+        default="development",
+        pattern="^(development|production)$",
+        description="'production' refuses to start on a public default secret (the pseudonym "
+        "key's default, its former READMIT_HISTORY_SALT default) or one shorter than 16 "
+        "characters, naming the variable and how to set it. 'development' (the default) keeps "
+        "the public defaults working, so `make run` needs no configuration.",
+    )
+    pseudonym_key_block: str | None = Field(
+        default=None,
+        description="Name of a Prefect Secret block holding the pseudonym key, read from the "
+        "Prefect API (PREFECT_API_URL) when the key is first used, instead of "
+        "READMIT_PSEUDONYM_KEY (setting both is refused).",
+    )
+    _pseudonym_key_value: bytes | None = None
+
+    def model_post_init(self, context: object, /) -> None:
+        """Refuse, at start, a secret with two sources or, in production, a public value."""
+        from readmit import secret_sources
+
+        secret_sources.check_settings(self)
+
     @property
     def pseudonym_key_bytes(self) -> bytes:
-        """The pseudonym key as bytes (`readmit.pseudonyms`)."""
-        return self.pseudonym_key.get_secret_value().encode()
+        """The pseudonym key as bytes (`readmit.pseudonyms`): from READMIT_PSEUDONYM_KEY, or
+        from the Prefect Secret block READMIT_PSEUDONYM_KEY_BLOCK names (read once, here)."""
+        if self._pseudonym_key_value is None:
+            from readmit import secret_sources
+
+            value = secret_sources.resolve(self, "pseudonym_key")
+            self._pseudonym_key_value = value.encode()
+        return self._pseudonym_key_value
 
     @property
     def history_store_uri(self) -> str:
