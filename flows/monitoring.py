@@ -20,7 +20,6 @@ from prefect.events import emit_event
 
 from readmit import data, monitoring, storage
 from readmit.data import inbox, outcomes, validation
-from readmit.features import served_history
 from readmit.model import registry
 from readmit.monitoring import drift, windows
 from readmit.ops import audit
@@ -116,7 +115,9 @@ def read_served_traffic(
         window=timedelta(seconds=settings.monitor_window_seconds),
         grace=timedelta(seconds=settings.log_grace_seconds),
         skew_rows=settings.skew_rows_per_chunk,
-        store=served_history.open_store(settings.history_store_uri),
+        store_uri=settings.history_store_uri,
+        dask_address=settings.dask_address,
+        model_tag=champion[0].tag,
     )
     for bad in read.bad:
         logger.error("prediction-log chunk %s set aside: %s", bad.name, bad.reason)

@@ -6,6 +6,8 @@ skew check. Nothing is lost and the rest is processed."""
 from __future__ import annotations
 
 import gzip
+import importlib.util
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -15,11 +17,14 @@ from flows.retraining import retraining_flow
 from flows.training import training_flow
 from readmit import data, layout, storage
 from readmit.data import outcomes
+from readmit.features import served_history
+from readmit.layout import StoreLayout
 from readmit.model import registry
-from readmit.monitoring import drift, simulation
+from readmit.monitoring import drift, simulation, windows
+from readmit.schema import INPUT_COLUMNS
 from readmit.serving import prediction_log_uri
 from readmit.serving.prediction_log import decode_chunk, encode_chunk
-from readmit.settings import get_settings
+from readmit.settings import PROJECT_ROOT, get_settings
 
 
 def _outcomes_csv(rows: pd.DataFrame, extra: list[tuple[int, str]]) -> bytes:
@@ -106,3 +111,53 @@ def test_served_windows_from_estimate_to_realised(harness, fresh_settings, tmp_p
     third = monitoring_flow(cooldown_s=0)
     (window,) = third["windows"]
     assert window["skew_ok"] is False and "readmission:other" in window["models"]
+
+
+def test_reading_the_log_fans_out_on_dask_with_the_same_result(
+    fresh_settings, tmp_path, full_frame
+):
+    """The chunks of a monitoring run read on a real LocalCluster (worker processes loading the
+    model by tag) give the same pieces, skew re-scores and served history as in-process."""
+    path = PROJECT_ROOT / "tests" / "service" / "service_helpers.py"
+    name = "readmit_service_test_helpers"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    period = data.in_time_order(full_frame).iloc[:12_000]
+    known, unseen = data.split_by_patient(period, holdout_fraction=0.3, seed=2)
+    model = sys.modules[name].small_model(data.exclude_died_or_hospice(known))
+    tag = registry.save_model(
+        model, {"threshold": 0.2, "label_definition": "<30", "metrics": {},
+                "trained_at": "test", "feature_names": list(INPUT_COLUMNS)}, stage="candidate",
+    )  # fmt: skip
+    log_uri = str(tmp_path / "logs")
+    t0 = datetime(2026, 1, 5, 9, tzinfo=UTC)
+    feed = unseen.drop(columns=["readmitted"])
+    for i in range(3):
+        simulation.ship_as_served(
+            model, feed.iloc[i * 800 : (i + 1) * 800], log_uri, t0 + timedelta(minutes=40 * i),
+            model_tag=tag, threshold=0.2, seq=i + 1,
+        )  # fmt: skip
+    results = {}
+    for mode in ("in-process", "local"):
+        store_uri = f"sqlite://{tmp_path / mode / 'served.sqlite'}"
+        read, _ = windows.read_new_chunks(
+            StoreLayout(str(tmp_path / mode)), log_uri, {}, model=model,
+            window=timedelta(hours=1), grace=timedelta(minutes=10), skew_rows=5,
+            store_uri=store_uri, dask_address=None if mode == "in-process" else "local",
+            model_tag=tag,
+        )  # fmt: skip
+        served = pd.concat([p.served for p in read.pieces], ignore_index=True)
+        results[mode] = (read.rows, [p.window for p in read.pieces], served, store_uri)
+    (rows_a, wins_a, served_a, uri_a), (rows_b, wins_b, served_b, uri_b) = results.values()
+    assert rows_a == rows_b == 2400 and wins_a == wins_b and len(wins_a) == 3
+    pd.testing.assert_frame_equal(served_a, served_b)
+    assert served_a["rescored"].notna().sum() == 15  # 5 per piece
+    pkeys = list(served_a["patient_key"].dropna().unique())
+    history_a = served_history.open_store(uri_a).entries(pkeys)
+    history_b = served_history.open_store(uri_b).entries(pkeys)
+    assert {k: [e[:2] for e in v] for k, v in history_a.items()} == {
+        k: [e[:2] for e in v] for k, v in history_b.items()
+    }

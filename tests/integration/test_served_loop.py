@@ -1,7 +1,8 @@
 """The loop on served traffic, on the real parts: a request answered by the real bento shows up in
 the next run of the `monitoring` deployment on the real Prefect server (worker, prefect.yaml);
 its outcome, added later with `readmit outcomes add`, turns the window's estimate into a realised
-figure.
+figure; a drifted stream of served traffic then fires the `retraining` deployment's trigger, and
+the challenger learns from the served encounters whose outcomes matured.
 
 The worker's flow runs share this process' READMIT_ARTIFACTS_URI and BENTOML_HOME
 (tests/conftest.py); the bento is served with the same store, as `make up` serves it.
@@ -9,13 +10,21 @@ The worker's flow runs share this process' READMIT_ARTIFACTS_URI and BENTOML_HOM
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
+import pendulum
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -23,7 +32,7 @@ from readmit import data, pseudonyms, storage
 from readmit.data import outcomes
 from readmit.model import registry
 from readmit.monitoring import drift, windows
-from readmit.ops import deploy
+from readmit.ops import audit, deploy
 from readmit.serving.scoring import feed_records
 from readmit.settings import PROJECT_ROOT, get_settings
 
@@ -54,27 +63,11 @@ def test_a_served_request_reaches_monitoring_and_its_outcome_turns_it_realised(
     train_csv.write_bytes(data.to_csv_bytes(known))
     (batch,) = drift.sample_batches(unseen, n_batches=1, batch_size=SERVED_ROWS, seed=4)
     api_url = prefect_worker.server.api_url
-    with temporary_settings({PREFECT_API_URL: api_url}):
+    with temporary_settings({PREFECT_API_URL: api_url}), monitoring_schedule_paused():
         trained = training_flow(data_uri=str(train_csv), search_budget_s=5)
         registry.promote(trained["tag"], reason="served-loop test champion")
         bento = deploy.build_bento(trained["tag"], settings)
-        port = deploy.free_port()
-        env = {"READMIT_LOG_FLUSH_SECONDS": str(FLUSH_S)}
-        proc, _, log = deploy.start_server(bento, port, run_dir=tmp_path / "serve", env=env)
-        url = f"http://{deploy.HOST}:{port}"
-        try:
-            ok, reason = deploy.wait_ready(url, proc, 180)
-            assert ok, f"{reason} ({log})"
-            bodies = feed_records(batch.drop(columns=["readmitted"]))
-            for start in range(0, len(bodies), 500):
-                response = httpx.post(
-                    f"{url}/predict_batch", json={"encounters": bodies[start : start + 500]},
-                    timeout=60,
-                )  # fmt: skip
-                assert response.status_code == 200, response.text
-            time.sleep(3 * FLUSH_S)
-        finally:
-            deploy.stop_server(proc.pid)
+        _serve(bento, batch, tmp_path / "serve")
         key = settings.pseudonym_key_bytes
         served_keys = {pseudonyms.pseudonym(key, "encounter_id", e) for e in batch["encounter_id"]}
 
@@ -95,8 +88,87 @@ def test_a_served_request_reaches_monitoring_and_its_outcome_turns_it_realised(
         assert f"{SERVED_ROWS} accepted" in added.stdout and "0 of unknown" in added.stdout
         second = run_deployment("monitoring/monitoring", timeout=300)
         assert second.state.is_completed(), second.state
-    after = _window_of(served_keys)
-    assert after["label_coverage"] == 1.0 and after["realised_auc"] is not None
-    stored = outcomes.read_received(settings.artifacts_uri)
-    assert served_keys <= set(stored["encounter_key"])
-    assert not set(pd.Series(batch["encounter_id"]).astype(str)) & set(stored["encounter_key"])
+        after = _window_of(served_keys)
+        assert after["label_coverage"] == 1.0 and after["realised_auc"] is not None
+        stored = outcomes.read_received(settings.artifacts_uri)
+        assert served_keys <= set(stored["encounter_key"])
+        assert not set(pd.Series(batch["encounter_id"]).astype(str)) & set(stored["encounter_key"])
+
+        # A drifted stream: served, its outcomes matured; the event fires the retraining trigger.
+        rest = unseen[~unseen["patient_nbr"].isin(batch["patient_nbr"])]
+        (clean,) = drift.sample_batches(rest, n_batches=1, batch_size=2000, seed=5)
+        drifted = drift.inject(clean, "unseen_category", "strong", seed=3)  # major (measured)
+        _serve(bento, drifted, tmp_path / "serve-drifted")
+        outcomes.drop(settings.artifacts_uri, "drifted", drifted)
+        since = pendulum.now("UTC")
+        third = run_deployment("monitoring/monitoring", parameters={"cooldown_s": 0}, timeout=300)
+        assert third.state.is_completed(), third.state
+        run = _wait_for_retraining(since, timeout_s=420)
+    assert run.state.is_completed(), run.state
+    challenger = next(
+        r for r in reversed(audit.read(settings.artifacts_uri))
+        if r["decision"] in ("promoted", "rejected")
+        and trained["tag"] in (r.get("previous"), r.get("champion"))
+    )  # fmt: skip
+    data_used = registry.load_model(challenger["tag"]).metadata["data"]
+    assert data_used["labelled_batches"] >= 1  # served windows with matured outcomes
+    champion_rows = registry.load_model(trained["tag"]).metadata["data"]["train_rows"]
+    assert data_used["rows"] > champion_rows + 1500
+
+
+@contextmanager
+def monitoring_schedule_paused() -> Iterator[None]:
+    """The monitoring deployment's own schedule paused, so its runs are the test's: a scheduled
+    run at the same moment is cancelled by the deployment's concurrency limit, or reads the
+    test's chunks first with the default cooldown."""
+
+    async def set_paused(paused: bool) -> None:
+        async with get_client() as client:
+            deployment = await client.read_deployment_by_name("monitoring/monitoring")
+            action = client.pause_deployment if paused else client.resume_deployment
+            await action(deployment.id)
+
+    asyncio.run(set_paused(True))
+    try:
+        yield
+    finally:
+        asyncio.run(set_paused(False))
+
+
+def _serve(bento: str, feed: pd.DataFrame, run_dir: Path) -> None:
+    """Serve `feed` (raw rows, no outcome) through the real bento, then let the log ship."""
+    port = deploy.free_port()
+    env = {"READMIT_LOG_FLUSH_SECONDS": str(FLUSH_S)}
+    proc, _, log = deploy.start_server(bento, port, run_dir=run_dir, env=env)
+    url = f"http://{deploy.HOST}:{port}"
+    try:
+        ok, reason = deploy.wait_ready(url, proc, 180)
+        assert ok, f"{reason} ({log})"
+        bodies = feed_records(feed.drop(columns=["readmitted"]))
+        for start in range(0, len(bodies), 500):
+            response = httpx.post(
+                f"{url}/predict_batch", json={"encounters": bodies[start : start + 500]},
+                timeout=60,
+            )  # fmt: skip
+            assert response.status_code == 200, response.text
+        time.sleep(3 * FLUSH_S)
+    finally:
+        deploy.stop_server(proc.pid)  # SIGTERM: ships what is queued
+
+
+def _wait_for_retraining(since: Any, timeout_s: float) -> Any:
+    """The first retraining run started after `since` that finished."""
+
+    async def runs() -> list[Any]:
+        async with get_client() as client:
+            return await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["retraining"]))
+            )
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for run in asyncio.run(runs()):
+            if run.created and run.created >= since and run.state and run.state.is_final():
+                return run
+        time.sleep(3)
+    raise AssertionError(f"no retraining run finished within {timeout_s:.0f} s")

@@ -45,7 +45,7 @@ def test_a_served_encounter_counts_in_the_patients_next_encounter(
         _, state = windows.read_new_chunks(
             StoreLayout(str(served.prediction_logs.parent / "monitoring")),
             str(served.prediction_logs), state, model=None, window=pd.Timedelta(hours=1),
-            grace=pd.Timedelta(minutes=10), skew_rows=0, store=store,
+            grace=pd.Timedelta(minutes=10), skew_rows=0, store_uri=settings.history_store_uri,
         )  # fmt: skip
     assert key in store.entries([key]), "monitoring did not record the served encounter"
 

@@ -377,6 +377,56 @@ def new_chunks(
     return [c for c in served_log.list_chunks(log_uri, after) if c.name not in seen]
 
 
+@dataclass
+class ChunkRead:
+    """One chunk read by one worker: its stored pieces (without profiles), the encounters to
+    record in the served-history store, or why it was set aside."""
+
+    name: str
+    pieces: list[Piece]
+    rows: int
+    served: list[served_history.ServedRow]
+    bad: served_log.BadChunk | None = None
+
+
+def ingest_chunk(
+    layout: StoreLayout,
+    chunk: served_log.Chunk,
+    window: timedelta,
+    model: Any | None,
+    skew_rows: int,
+    store: Any | None = None,
+) -> ChunkRead:
+    """Read one chunk (unreadable: set aside), store its window pieces (profile, served rows,
+    skew re-score as of each row's time) and return what to record. Runs in any process."""
+    try:
+        frame = served_log.read_chunk(chunk)
+    except ValueError as exc:
+        return ChunkRead(
+            chunk.name, [], 0, [], served_log.set_aside(chunk, layout.bad_chunks_dir(), str(exc))
+        )
+    pieces = []
+    for piece in split_chunk(chunk, frame, window, model, skew_rows, store):
+        write_piece(layout, piece)
+        pieces.append(replace(piece, profile=None))  # stored: memory stays flat
+    return ChunkRead(chunk.name, pieces, len(frame), served_history.served_rows(frame))
+
+
+def record_reads(reads: Sequence[ChunkRead], store: Any | None) -> Ingested:
+    """Gather chunk reads (in chunk order) and record their encounters in the served-history
+    store, after every re-score (which sees the store as of each row's own time)."""
+    good = [r for r in reads if r.bad is None]
+    if store is not None:
+        for read in good:
+            store.add(read.served)
+    return Ingested(
+        [p for r in good for p in r.pieces],
+        [r.name for r in good],
+        [r.bad for r in reads if r.bad is not None],
+        sum(r.rows for r in good),
+    )
+
+
 def ingest_chunks(
     layout: StoreLayout,
     chunks: Sequence[served_log.Chunk],
@@ -385,19 +435,67 @@ def ingest_chunks(
     skew_rows: int,
     store: Any | None = None,
 ) -> Ingested:
-    """Read chunks (unreadable ones set aside), split them into window pieces and store them;
-    with a served-history store, record the chunk's encounters in it (after the skew
-    re-score, which sees the store as the service saw it)."""
-    good, bad = served_log.read_chunks(chunks, layout.bad_chunks_dir())
-    pieces, rows = [], 0
-    for chunk, frame in good:
-        for piece in split_chunk(chunk, frame, window, model, skew_rows, store):
-            write_piece(layout, piece)
-            pieces.append(replace(piece, profile=None))  # stored: memory stays flat
-        if store is not None:
-            store.add(served_history.served_rows(frame))
-        rows += len(frame)
-    return Ingested(pieces, [c.name for c, _ in good], bad, rows)
+    """Read chunks in this process (unreadable ones set aside), store their window pieces, and
+    record their encounters in the served-history store."""
+    reads = [ingest_chunk(layout, c, window, model, skew_rows, store) for c in chunks]
+    return record_reads(reads, store)
+
+
+_WORKER_MODELS: dict[str, Any] = {}
+
+
+def ingest_chunk_on_worker(
+    model_tag: str,
+    root: str,
+    chunk: served_log.Chunk,
+    window_s: float,
+    skew_rows: int,
+    store_uri: str | None,
+) -> ChunkRead:
+    """`ingest_chunk` in a Dask worker: the model loaded by tag once per process (from the
+    worker's model store, or imported from the artifact store), the served-history store
+    opened by URI (read only here: the driver records)."""
+    if model_tag not in _WORKER_MODELS:
+        from readmit.model import registry
+
+        _WORKER_MODELS[model_tag] = registry.load_model(model_tag).model
+    store = served_history.open_store(store_uri) if store_uri else None
+    return ingest_chunk(
+        StoreLayout(root), chunk, timedelta(seconds=window_s), _WORKER_MODELS[model_tag],
+        skew_rows, store,
+    )  # fmt: skip
+
+
+def ingest_on_dask(
+    address: str,
+    layout: StoreLayout,
+    chunks: Sequence[served_log.Chunk],
+    *,
+    model_tag: str,
+    window: timedelta,
+    skew_rows: int,
+    store_uri: str | None,
+) -> list[ChunkRead]:
+    """Fan chunk reading out over a Dask cluster, like the training search: "local" (a
+    LocalCluster for this call, one single-threaded worker per core) or a scheduler address.
+    Returns the reads in chunk order."""
+    from distributed import Client, LocalCluster
+
+    from readmit.model.fanout import local_cluster_kwargs
+
+    cluster = LocalCluster(**local_cluster_kwargs()) if address == "local" else None
+    client = Client(cluster if cluster is not None else address)
+    try:
+        futures = client.map(
+            ingest_chunk_on_worker, [model_tag] * len(chunks), [layout.root] * len(chunks),
+            list(chunks), [window.total_seconds()] * len(chunks), [skew_rows] * len(chunks),
+            [store_uri] * len(chunks), pure=False,
+        )  # fmt: skip
+        return list(client.gather(futures))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def advance_state(
@@ -480,11 +578,14 @@ def read_new_chunks(
     window: timedelta,
     grace: timedelta,
     skew_rows: int,
-    store: Any | None = None,
+    store_uri: str | None = None,
+    dask_address: str | None = None,
+    model_tag: str | None = None,
 ) -> tuple[Ingested, dict[str, Any]]:
     """One monitoring run's reading of the prediction log: the chunks not read yet, stored as
     window pieces (unreadable ones set aside), their encounters recorded in the served-history
-    store when given, and the state that remembers them."""
+    store when given, and the state that remembers them. With `dask_address` ("local" or a
+    scheduler) and `model_tag`, chunks are read on a Dask cluster (`ingest_on_dask`)."""
     watermark = state.get("served_watermark")
     chunks = new_chunks(
         log_uri,
@@ -492,5 +593,13 @@ def read_new_chunks(
         datetime.fromisoformat(watermark) if watermark else None,
         grace,
     )
-    read = ingest_chunks(layout, chunks, window, model, skew_rows, store)
+    store = served_history.open_store(store_uri) if store_uri else None
+    if dask_address and dask_address != "none" and model_tag and chunks:
+        reads = ingest_on_dask(
+            dask_address, layout, chunks, model_tag=model_tag, window=window,
+            skew_rows=skew_rows, store_uri=store_uri,
+        )  # fmt: skip
+        read = record_reads(reads, store)
+    else:
+        read = ingest_chunks(layout, chunks, window, model, skew_rows, store)
     return read, advance_state(state, chunks, grace)
