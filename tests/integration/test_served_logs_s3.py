@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ import pytest
 import stack_helpers as sh
 
 from readmit import data, pseudonyms, storage
+from readmit.layout import StoreLayout
 from readmit.monitoring import served as served_log
+from readmit.monitoring import windows
 from readmit.ops import deploy
 from readmit.settings import get_settings
 
@@ -154,6 +157,24 @@ def test_answered_rows_are_in_s3_once_pseudonymised_with_their_probability(
     assert not set(RAW_ID_COLUMNS) & set(frame.columns)
     raw_ids = {b[c] for b in feed_bodies for c in RAW_ID_COLUMNS}
     assert_no_raw_identifier(log_uri, raw_ids)
+
+    # Monitoring's own reading step, on the same S3 store: windows, pieces and served history.
+    store = StoreLayout(f"{s3_prefix}/store")
+    read, state = windows.read_new_chunks(
+        store, log_uri, {}, model=None, window=timedelta(hours=1),
+        grace=timedelta(minutes=10), skew_rows=0,
+        store_uri=f"sqlite://{tmp_path / 'served.sqlite'}",
+    )  # fmt: skip
+    assert read.rows == len(expected) and not read.bad
+    stored = pd.concat(
+        [windows.read_served(bases) for bases in windows.list_windows(store).values()]
+    )
+    assert set(stored["encounter_key"]) == set(expected)
+    again, _ = windows.read_new_chunks(
+        store, log_uri, state, model=None, window=timedelta(hours=1),
+        grace=timedelta(minutes=10), skew_rows=0,
+    )  # fmt: skip
+    assert again.rows == 0  # each chunk is read once
 
 
 def test_a_sigterm_in_the_middle_of_traffic_loses_no_row_on_s3(
