@@ -63,6 +63,11 @@ def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("serving")
 
 
+def served_history_uri(run_root: Path) -> str:
+    """The session bento's served-history store (its own, not the session artifact store's)."""
+    return f"sqlite://{run_root / 'served_history.sqlite'}"
+
+
 def _log_tail(path: Path) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-30:]) if path.exists() else ""
 
@@ -72,9 +77,13 @@ def served(bento_tag: str, model_tag: str, run_root: Path) -> Iterator[Served]:
     """The session bento served on a free loopback port, ready."""
     run_dir, plogs = run_root / "main", run_root / "prediction_logs"
     port = deploy.free_port()
-    proc, _, log_file = deploy.start_server(
-        bento_tag, port, run_dir=run_dir, env={"READMIT_PREDICTION_LOG_URI": str(plogs)}
-    )
+    env = {
+        "READMIT_PREDICTION_LOG_URI": str(plogs),
+        # a history store of its own: served encounters recorded by other tests' monitoring
+        # runs in the session's store would change these patients' history
+        "READMIT_HISTORY_STORE": served_history_uri(run_root),
+    }
+    proc, _, log_file = deploy.start_server(bento_tag, port, run_dir=run_dir, env=env)
     url = f"http://{deploy.HOST}:{port}"
     try:
         ok, reason = deploy.wait_ready(url, proc, READY_TIMEOUT_S)

@@ -30,7 +30,9 @@ def test_bento_contains_readmit_model_and_dockerfile(served: Served) -> None:
         assert (src / "readmit" / module).is_file(), module
     assert (src / "bentos" / "readmission" / "service.py").is_file()
     shipped = {p.relative_to(src).parts[0] for p in src.rglob("*") if p.is_file()}
-    assert shipped <= {"readmit", "bentos", "bentofile.yaml"}, shipped  # no .bentoml/.venv/data
+    assert shipped <= {"readmit", "bentos", "bentofile.yaml", "deployments"}, shipped  # no data
+    extra = {p.relative_to(src).as_posix() for p in (src / "deployments").rglob("*") if p.is_file()}
+    assert extra == {"deployments/audit/sbom.cdx.json"}, extra  # only the SBOM
     info = yaml.safe_load((root / "bento.yaml").read_text())
     assert [m["tag"] for m in info["services"][0]["models"]] == [served.model_tag]
     assert info["args"] == {"model_tag": served.model_tag}

@@ -23,6 +23,7 @@ def test_a_served_encounter_counts_in_the_patients_next_encounter(
     served: Served, client: httpx.Client, full_frame: pd.DataFrame, train_frame: pd.DataFrame
 ) -> None:
     settings = get_settings()
+    store_uri = f"sqlite://{served.prediction_logs.parent / 'served_history.sqlite'}"
     later = data.in_time_order(full_frame).iloc[70_000:]
     later = later[~later["patient_nbr"].isin(train_frame["patient_nbr"])]
     twice = later[later.duplicated("patient_nbr", keep=False)]
@@ -36,7 +37,7 @@ def test_a_served_encounter_counts_in_the_patients_next_encounter(
 
     response = client.post("/predict", json=records[0])
     assert response.status_code == 200, response.text
-    store = served_history.open_store(settings.history_store_uri)
+    store = served_history.open_store(store_uri)
     key = pseudonyms.pseudonym(settings.pseudonym_key_bytes, "patient_nbr", patient)
     state: dict[str, object] = {}
     deadline = time.monotonic() + 20
@@ -45,12 +46,12 @@ def test_a_served_encounter_counts_in_the_patients_next_encounter(
         _, state = windows.read_new_chunks(
             StoreLayout(str(served.prediction_logs.parent / "monitoring")),
             str(served.prediction_logs), state, model=None, window=pd.Timedelta(hours=1),
-            grace=pd.Timedelta(minutes=10), skew_rows=0, store_uri=settings.history_store_uri,
+            grace=pd.Timedelta(minutes=10), skew_rows=0, store_uri=store_uri,
         )  # fmt: skip
     assert key in store.entries([key]), "monitoring did not record the served encounter"
 
     answer = client.post("/predict", json=records[1]).json()["probability"]
-    scoring.attach_served_history(model, settings.history_store_uri)
+    scoring.attach_served_history(model, store_uri)
     expected = scoring.make_scorer(model).predict_proba_one(
         scoring.pseudonymised(records[1:], settings.pseudonym_key_bytes)[0]
     )
