@@ -197,7 +197,7 @@ def served_rows(frame: pd.DataFrame, time_column: str = "timestamp") -> list[Ser
     served order."""
     ordered = frame.sort_values(time_column, kind="stable")
     entries = frame_entries(ordered)
-    times = pd.to_datetime(ordered[time_column], utc=True).map(lambda t: t.isoformat())
+    times = pd.to_datetime(ordered[time_column], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
     out = []
     for pkey, ekey, at, entry in zip(
         ordered[PATIENT_KEY], ordered[ENCOUNTER_KEY], times, entries, strict=True

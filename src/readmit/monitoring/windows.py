@@ -396,9 +396,11 @@ def ingest_chunk(
     model: Any | None,
     skew_rows: int,
     store: Any | None = None,
+    record: bool = True,
 ) -> ChunkRead:
     """Read one chunk (unreadable: set aside), store its window pieces (profile, served rows,
-    skew re-score as of each row's time) and return what to record. Runs in any process."""
+    skew re-score as of each row's time) and return what to record in the served-history
+    store (nothing when `record` is off: no store). Runs in any process."""
     try:
         frame = served_log.read_chunk(chunk)
     except ValueError as exc:
@@ -409,7 +411,8 @@ def ingest_chunk(
     for piece in split_chunk(chunk, frame, window, model, skew_rows, store):
         write_piece(layout, piece)
         pieces.append(replace(piece, profile=None))  # stored: memory stays flat
-    return ChunkRead(chunk.name, pieces, len(frame), served_history.served_rows(frame))
+    served = served_history.served_rows(frame) if record else []
+    return ChunkRead(chunk.name, pieces, len(frame), served)
 
 
 def record_reads(reads: Sequence[ChunkRead], store: Any | None) -> Ingested:
@@ -437,7 +440,10 @@ def ingest_chunks(
 ) -> Ingested:
     """Read chunks in this process (unreadable ones set aside), store their window pieces, and
     record their encounters in the served-history store."""
-    reads = [ingest_chunk(layout, c, window, model, skew_rows, store) for c in chunks]
+    reads = [
+        ingest_chunk(layout, c, window, model, skew_rows, store, record=store is not None)
+        for c in chunks
+    ]
     return record_reads(reads, store)
 
 
@@ -462,7 +468,7 @@ def ingest_chunk_on_worker(
     store = served_history.open_store(store_uri) if store_uri else None
     return ingest_chunk(
         StoreLayout(root), chunk, timedelta(seconds=window_s), _WORKER_MODELS[model_tag],
-        skew_rows, store,
+        skew_rows, store, record=store is not None,
     )  # fmt: skip
 
 
