@@ -26,7 +26,7 @@ from readmit.schema import (
     Kind,
     encounter_model,
 )
-from readmit.serving.prediction_log import records_to_rows
+from readmit.serving.prediction_log import TIME_COLUMN
 from readmit.serving.scoring import risk_labels
 from readmit.settings import Settings
 
@@ -512,11 +512,9 @@ def logged_rows(
     model_tag: str,
     at: str,
 ) -> list[dict[str, Any]]:
-    """The prediction-log rows the service writes for these answers (`log_columns`), stamped
+    """The prediction-log rows the service writes for these answers (`log_rows`), stamped
     `at` (ISO UTC): what replays, benchmarks and tests ship when they stand in for the service."""
-    columns = log_columns(records, probabilities, risks, model_tag)
-    record = ([c[0] for c in columns], [c[3] for c in columns], at)
-    return records_to_rows([record])
+    return [{**row, TIME_COLUMN: at} for row in log_rows(records, probabilities, risks, model_tag)]
 
 
 # --------------------------------------------------------------------------- ASGI guard
