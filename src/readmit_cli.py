@@ -240,6 +240,54 @@ def cmd_outcomes_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Write a snapshot now and apply retention (the `backup` flow's steps, without Prefect)."""
+    from readmit.ops import backup
+
+    settings = get_settings()
+    info = backup.create_snapshot(settings, progress=lambda m: print(f"  {m}"))
+    removed = backup.prune(settings, args.keep or settings.backup_keep)
+    print(f"snapshot {info.uri}: {info.files} files, {info.megabytes:.1f} MB, "
+          f"production {info.production}")  # fmt: skip
+    for missing in info.not_included:
+        print(f"NOT INCLUDED: {missing}")
+    if removed:
+        print(f"retention removed {len(removed)}: " + ", ".join(removed))
+    return 0
+
+
+def cmd_backup_list(args: argparse.Namespace) -> int:
+    """Complete snapshots, newest first."""
+    from readmit.ops import backup
+
+    snapshots = backup.list_snapshots(get_settings())
+    if not snapshots:
+        print(f"no snapshots in {backup.backup_root(get_settings())}")
+    for s in reversed(snapshots):
+        print(f"{s.uri}  {s.created_at}  production {s.production}  {len(s.models)} models  "
+              f"{s.megabytes:.1f} MB")  # fmt: skip
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Rebuild this machine's state from a snapshot (verified first)."""
+    from readmit.ops import backup
+
+    try:
+        report = backup.restore(
+            args.snapshot, get_settings(), force=args.force, restore_prefect=not args.no_prefect,
+            progress=lambda m: print(f"  {m}"),
+        )  # fmt: skip
+    except backup.BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"restored {report.snapshot}: production {report.production}, "
+          f"{len(report.models)} models, {report.artifact_files} artifact files, "
+          f"history {report.history or '-'}, "
+          f"Prefect database {report.prefect_database or '-'}")  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of the `readmit` command."""
     parser = argparse.ArgumentParser(prog="readmit", description=__doc__)
@@ -285,6 +333,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("file", help="CSV or CSV.gz (path or fsspec URL): encounter_id,readmitted")
     add.set_defaults(func=cmd_outcomes_add)
+
+    snap = sub.add_parser("backup", help="snapshot models, pointer, audit, monitoring, history")
+    snap.add_argument("--keep", type=int, help="complete snapshots to keep (READMIT_BACKUP_KEEP)")
+    snap.set_defaults(func=cmd_backup)
+    bsub = snap.add_subparsers(dest="backup_command")
+    bsub.add_parser("list", help="complete snapshots, newest first").set_defaults(
+        func=cmd_backup_list
+    )
+    rest = sub.add_parser("restore", help="rebuild an empty machine from a snapshot")
+    rest.add_argument("snapshot", help="snapshot folder (path or s3://...), see `backup list`")
+    rest.add_argument("--force", action="store_true", help="overwrite state already here")
+    rest.add_argument("--no-prefect", action="store_true", help="leave the Prefect DB alone")
+    rest.set_defaults(func=cmd_restore)
     return parser
 
 

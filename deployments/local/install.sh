@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages that `make up`, the integration tests and the benchmarks need
-# (wrk: the HTTP load generator of benchmarks/serving.py; redis-server: the shared
+# (prometheus-alertmanager: routes the alerts of deployments/prometheus/alerts.yml, started by
+# services.py on loopback; its package brings `amtool`, which the tests use to check the config;
+# wrk: the HTTP load generator of benchmarks/serving.py; redis-server: the shared
 # patient-history store for many pods, which a test starts on loopback).
 #
 # Idempotent and non-interactive: packages already installed are not fetched again, and when all
@@ -11,7 +13,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 # READMIT_SYSTEM_PACKAGES replaces the list (the tests use it to check the no-root message).
-read -r -a PACKAGES <<< "${READMIT_SYSTEM_PACKAGES:-prometheus prometheus-pushgateway postgresql chromium chromium-driver wrk redis-server}"
+read -r -a PACKAGES <<< "${READMIT_SYSTEM_PACKAGES:-prometheus prometheus-pushgateway prometheus-alertmanager postgresql chromium chromium-driver wrk redis-server}"
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -37,8 +39,9 @@ if [ "$(id -u)" -ne 0 ]; then
   SUDO=(sudo -n DEBIAN_FRONTEND=noninteractive)
 fi
 
-# Keep the packages' own daemons (prometheus on 0.0.0.0:9090, a postgres cluster on 5432, ...)
-# from being started by their maintainer scripts. Only remove the policy file if we created it.
+# Keep the packages' own daemons (prometheus on 0.0.0.0:9090, alertmanager on 0.0.0.0:9093, a
+# postgres cluster on 5432, ...) from being started by their maintainer scripts. Only remove the
+# policy file if we created it.
 POLICY=/usr/sbin/policy-rc.d
 created_policy=0
 if [ ! -e "$POLICY" ]; then

@@ -1,23 +1,31 @@
 """Start, stop and inspect readmit's real local services: on 127.0.0.1 only, by PID, idempotently.
 
 Services (in start order): PostgreSQL (only with `--db postgres`), the Prefect server, SeaweedFS S3,
-the Prometheus Pushgateway, Prometheus, and a Prefect process worker on the `readmit-process` pool;
-then `prefect --no-prompt deploy --all` when the project has a `prefect.yaml`; then the BentoML
-service: the deployment flow (recorded by the server, so it shows in the UI) builds the production
-model's bento and serves it blue/green on 127.0.0.1:3000/3001 (`.run/serving/`). Without a
-production model yet, `up` says so and the first promotion deploys it. `--no-serve` skips the
-bento; with `--only`, name `bento` to include it (`--only prefect-server,bento`).
+the Prometheus Pushgateway, Alertmanager, Prometheus (it evaluates deployments/prometheus/alerts.yml
+and sends what fires to that Alertmanager), and a Prefect process worker on the `readmit-process`
+pool; then `prefect --no-prompt deploy --all` when the project has a `prefect.yaml`; then the
+BentoML service: the deployment flow (recorded by the server, so it shows in the UI) builds the
+production model's bento and serves it blue/green on 127.0.0.1:3000/3001 (`.run/serving/`).
+Without a production model yet, `up` says so and the first promotion deploys it. `--no-serve`
+skips the bento; with `--only`, name `bento` to include it (`--only prefect-server,bento`).
 
 Everything lives under the run directory (`.run/` in the project, gitignored): `state.json`
 (PIDs, process start times, ports), `logs/<service>.log`, the Prefect home and SQLite database,
-the S3 data, Prometheus' data and rendered config, and the generated local secrets (`s3.env`,
-`postgres.env`, mode 0600). `down` stops by PID (the whole process group, checked against the
-process start time so a recycled PID is never signalled) and keeps the data; `down --purge`
-deletes it.
+the S3 data, Prometheus' and Alertmanager's data and rendered configs, and the generated local
+secrets (`s3.env`, `postgres.env`, mode 0600). `down` stops by PID (the whole process group,
+checked against the process start time so a recycled PID is never signalled) and keeps the data;
+`down --purge` deletes it.
+
+Alertmanager (Debian's `prometheus-alertmanager`, clustering off) routes by severity and inhibits
+a down service's latency and error-rate alerts (deployments/alertmanager/alertmanager.yml). Its
+webhook is `--alert-webhook-url`, else the READMIT_ALERT_WEBHOOK_URL env var; with neither, alerts
+reach Alertmanager's UI only (`up` says so). The rendered config (mode 0600: a webhook URL may
+carry a token) is `.run/alertmanager/alertmanager.yml`; to change the webhook, `down` and `up`.
 
 Usage (from the project root, with the venv's interpreter so `prefect` and `weed` are found):
 
     .venv/bin/python deployments/local/services.py up [--db postgres] [--artifacts s3]
+                                                      [--alert-webhook-url URL]
     .venv/bin/python deployments/local/services.py status [--json]
     .venv/bin/python deployments/local/services.py env       # eval "$(... env)" to use the stack
     .venv/bin/python deployments/local/services.py deploy
@@ -51,9 +59,13 @@ from readmit.ops.processes import HOST, free_port, http_get, port_free
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = PROJECT_ROOT / "deployments" / "prometheus"
+ALERTMANAGER_DIR = PROJECT_ROOT / "deployments" / "alertmanager"
+WEBHOOK_ENV = "READMIT_ALERT_WEBHOOK_URL"
+"""Where Alertmanager posts alerts when Config.alert_webhook_url is None (render.sh reads it)."""
 
-ORDER = ("postgres", "prefect-server", "s3", "pushgateway", "prometheus", "worker")
-"""Start order; `down` stops in reverse (the worker before the server, the server before its DB)."""
+ORDER = ("postgres", "prefect-server", "s3", "pushgateway", "alertmanager", "prometheus", "worker")
+"""Start order; `down` stops in reverse (the worker before the server, the server before its DB;
+Prometheus before the Alertmanager it sends to)."""
 
 DEFAULT_PORTS = {
     "prefect": 4200,
@@ -64,6 +76,7 @@ DEFAULT_PORTS = {
     "s3-filer": 8888,
     "s3-admin": 23646,
     "pushgateway": 9091,
+    "alertmanager": 9093,  # its cluster port (9094) stays closed: --cluster.listen-address=""
     "prometheus": 9090,
 }
 # SeaweedFS defaults each gRPC port to its HTTP port + 10000; we choose them explicitly instead.
@@ -73,12 +86,13 @@ SERVICE_PORTS = {
     "prefect-server": ("prefect",),
     "s3": tuple(k for k in DEFAULT_PORTS if k.startswith("s3")),
     "pushgateway": ("pushgateway",),
+    "alertmanager": ("alertmanager",),
     "prometheus": ("prometheus",),
     "worker": (),
 }
 TIMEOUTS = {  # seconds to healthy; generous for a loaded 2-core machine
-    "postgres": 60, "prefect-server": 180, "s3": 60, "pushgateway": 30, "prometheus": 30,
-    "worker": 90,
+    "postgres": 60, "prefect-server": 180, "s3": 60, "pushgateway": 30, "alertmanager": 30,
+    "prometheus": 30, "worker": 90,
 }  # fmt: skip
 STOP_SIGNALS = {"postgres": signal.SIGINT}  # SIGTERM is postgres' "smart" (waits) shutdown
 
@@ -109,6 +123,9 @@ class Config:
     tie_to_parent: bool = False  # children get SIGTERM if this process dies (test fixtures)
     serve: bool = False  # deploy the production bento at the end of `up` (the CLI's default)
     bento_port: int = 3000  # blue/green pair: bento_port and bento_port + 1
+    # where Alertmanager posts alerts; None: the READMIT_ALERT_WEBHOOK_URL env var, else nowhere
+    # (a receiver without a webhook: alerts show in Alertmanager's UI only)
+    alert_webhook_url: str | None = None
 
     @property
     def state_file(self) -> Path:
@@ -483,8 +500,52 @@ def pushgateway_spec(cfg: Config, ports: dict[str, int]) -> Spec:
     )  # fmt: skip
 
 
-def render_prometheus_config(cfg: Config, prometheus_port: int, pushgateway: str) -> Path:
-    """Our prometheus.yml with this run's targets and absolute rule paths, under .run/."""
+def alert_webhook_url(cfg: Config) -> str | None:
+    """Where Alertmanager posts: the Config's URL, else READMIT_ALERT_WEBHOOK_URL, else None."""
+    return cfg.alert_webhook_url or os.environ.get(WEBHOOK_ENV) or None
+
+
+def alertmanager_spec(cfg: Config, ports: dict[str, int]) -> Spec:
+    """Debian's Alertmanager on loopback, clustering off, through render.sh.
+
+    render.sh (also the container entrypoint in compose and Kubernetes) writes the config with
+    the webhook URL from its env, then execs Alertmanager: the recorded PID is Alertmanager's.
+    The URL travels in the env, never in argv or state.json (it may carry a token).
+    """
+    data = cfg.run_dir / "alertmanager"
+    data.mkdir(parents=True, exist_ok=True)
+    config = data / "alertmanager.yml"
+    webhook = alert_webhook_url(cfg)
+    if webhook is None:
+        log(f"alertmanager: no webhook (--alert-webhook-url or {WEBHOOK_ENV}): alerts are routed "
+            "nowhere outside Alertmanager's UI")  # fmt: skip
+    port = ports["alertmanager"]
+    url = f"http://{HOST}:{port}"
+    env = base_env() | {
+        "ALERTMANAGER_TEMPLATE": str(ALERTMANAGER_DIR / "alertmanager.yml"),
+        "ALERTMANAGER_CONFIG": str(config),
+        WEBHOOK_ENV: webhook or "",
+    }
+    argv = [
+        tool("sh"), str(ALERTMANAGER_DIR / "render.sh"), tool("prometheus-alertmanager"),
+        f"--config.file={config}", f"--storage.path={data}", f"--web.listen-address={HOST}:{port}",
+        "--cluster.listen-address=", f"--web.external-url={url}",
+    ]  # fmt: skip
+    return Spec(
+        name="alertmanager", argv=argv, env=env, ports=ports, cwd=data,
+        urls={"ui": url, "api": f"{url}/api/v2", "config": str(config)},
+        extra={"webhook": webhook is not None},
+    )  # fmt: skip
+
+
+def render_prometheus_config(
+    cfg: Config, prometheus_port: int, pushgateway: str, alertmanager: str | None = None
+) -> Path:
+    """Our prometheus.yml with this run's targets and absolute rule paths, under .run/.
+
+    `alertmanager` (host:port) receives the alerts; without one the `alerting` block is dropped
+    (rules are still evaluated, and never sent to whatever else listens on the default port).
+    """
     import yaml  # PyYAML comes with prefect
 
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
@@ -497,6 +558,12 @@ def render_prometheus_config(cfg: Config, prometheus_port: int, pushgateway: str
         if job["job_name"] in targets:
             job["static_configs"] = [{"targets": targets[job["job_name"]].split(",")}]
     config["rule_files"] = [str(PROMETHEUS_DIR / r) for r in config.get("rule_files", [])]
+    if alertmanager:
+        senders = config.setdefault("alerting", {}).setdefault("alertmanagers", [{}])
+        for sender in senders:
+            sender["static_configs"] = [{"targets": [alertmanager]}]
+    else:
+        config.pop("alerting", None)
     if cfg.scrape_interval:
         config["global"]["scrape_interval"] = cfg.scrape_interval
         config["global"]["evaluation_interval"] = cfg.scrape_interval
@@ -509,12 +576,16 @@ def render_prometheus_config(cfg: Config, prometheus_port: int, pushgateway: str
 def prometheus_spec(cfg: Config, ports: dict[str, int], state: dict[str, Any]) -> Spec:
     """Debian's Prometheus binary run directly (not its system service) on loopback."""
     push = state["services"].get("pushgateway", {}).get("ports", {}).get("pushgateway", 9091)
-    config = render_prometheus_config(cfg, ports["prometheus"], f"{HOST}:{push}")
+    alerts = state["services"].get("alertmanager", {}).get("ports", {}).get("alertmanager")
+    config = render_prometheus_config(
+        cfg, ports["prometheus"], f"{HOST}:{push}", f"{HOST}:{alerts}" if alerts else None
+    )
     url = f"http://{HOST}:{ports['prometheus']}"
     argv = [
         tool("prometheus"), f"--config.file={config}",
         f"--storage.tsdb.path={cfg.run_dir / 'prometheus' / 'data'}",
         f"--web.listen-address={HOST}:{ports['prometheus']}", "--storage.tsdb.retention.time=15d",
+        f"--web.external-url={url}",  # alerts link here, not to http://<hostname>:<port>
     ]  # fmt: skip
     return Spec(
         name="prometheus", argv=argv, env=base_env(), ports=ports, cwd=config.parent,
@@ -676,6 +747,8 @@ def build_spec(name: str, cfg: Config, state: dict[str, Any]) -> Spec:
         return s3_spec(cfg, ports)
     if name == "pushgateway":
         return pushgateway_spec(cfg, ports)
+    if name == "alertmanager":
+        return alertmanager_spec(cfg, ports)
     if name == "prometheus":
         return prometheus_spec(cfg, ports, state)
     return worker_spec(cfg, state)
@@ -745,7 +818,10 @@ def up(cfg: Config, only: Iterable[str] | None = None, run_deploy: bool = True) 
     state["artifacts_s3"] = cfg.artifacts_s3 or state.get("artifacts_s3", False)
     launched: list[str] = []
     try:
-        for group in (["postgres"], ["prefect-server", "s3", "pushgateway", "prometheus"]):
+        for group in (
+            ["postgres"],
+            ["prefect-server", "s3", "pushgateway", "alertmanager", "prometheus"],
+        ):
             start_group(cfg, state, [n for n in group if n in wanted], launched)
         if "worker" in wanted:  # `--type process` makes the worker create the pool if missing
             start_group(cfg, state, ["worker"], launched)
@@ -817,6 +893,11 @@ def print_status(cfg: Config, report: dict[str, dict[str, Any]]) -> None:
         source = state["services"]["s3"].get("credentials_from")
         where = cfg.run_dir / "s3.env" if source == "file" else "your AWS_* env vars"
         print(f"  S3 credentials: {where}")
+    if "alertmanager" in report:
+        if state["services"]["alertmanager"].get("webhook"):
+            print("  alerts: Alertmanager posts them to the webhook")
+        else:
+            print(f"  alerts: Alertmanager's UI only (no --alert-webhook-url or {WEBHOOK_ENV})")
     print('  use it from a shell: eval "$(.venv/bin/python deployments/local/services.py env)"')
 
 
@@ -827,6 +908,9 @@ def purge(cfg: Config) -> None:
 
 
 # ---------------------------------------------------------------- CLI
+
+PORT_FLAGS = ("prefect", "s3", "prometheus", "pushgateway", "alertmanager", "postgres")
+"""Port keys with a `--<key>-port` flag of `up`."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -849,7 +933,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p_up.add_argument("--bento-port", type=int, default=3000,
                       help="blue/green pair base of the bento (3000: 3000 and 3001)")  # fmt: skip
     p_up.add_argument("--scrape-interval", help="override Prometheus' interval, e.g. 2s")
-    for key in ("prefect", "s3", "prometheus", "pushgateway", "postgres"):
+    p_up.add_argument(
+        "--alert-webhook-url",
+        help=f"where Alertmanager posts alerts (default: ${WEBHOOK_ENV}; none: its UI only)",
+    )
+    for key in PORT_FLAGS:
         p_up.add_argument(f"--{key}-port", type=int, help=f"default {DEFAULT_PORTS[key]}")
     p_down = sub.add_parser("down", help="stop everything started here (by PID)")
     p_down.add_argument("--purge", action="store_true", help="also delete data, logs and secrets")
@@ -872,7 +960,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             cfg.free_ports, cfg.artifacts_s3 = args.free_ports, args.artifacts == "s3"
             cfg.scrape_interval = args.scrape_interval
-            for key in ("prefect", "s3", "prometheus", "pushgateway", "postgres"):
+            cfg.alert_webhook_url = args.alert_webhook_url
+            for key in PORT_FLAGS:
                 if getattr(args, f"{key}_port"):
                     cfg.ports[key] = getattr(args, f"{key}_port")
             only = args.only.split(",") if args.only else None

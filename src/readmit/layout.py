@@ -63,6 +63,11 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     ),
     ("audit/audit.jsonl", "every lifecycle decision, appended"),
     (
+        "backups/<utc time>/manifest.json, bentoml/, artifacts/, history/, prefect/",
+        "snapshots of the whole state, manifest (digests) last; READMIT_BACKUP_URI puts them "
+        "elsewhere (recommended), `readmit restore` rebuilds from one",
+    ),
+    (
         "prediction_logs/<utc date>/<utc time>-<pod>-w<worker>-p<pid>-<seq>.jsonl.gz",
         "the service's prediction log: append-only chunks, one per flush per worker and pod",
     ),

