@@ -609,6 +609,14 @@ def client_env(cfg: Config, state: dict[str, Any] | None = None) -> dict[str, st
     return env
 
 
+def prefect_database_url(cfg: Config, state: dict[str, Any]) -> str:
+    """The running Prefect server's database, as the backup flow reads it (an env var of the
+    worker: it holds the PostgreSQL password)."""
+    if state["services"]["prefect-server"].get("db") == "postgres":
+        return ensure_prefect_database(cfg, state["services"]["postgres"]["ports"]["postgres"])
+    return f"sqlite+aiosqlite:///{cfg.prefect_home / 'prefect.db'}"
+
+
 def worker_spec(cfg: Config, state: dict[str, Any]) -> Spec:
     """A process worker on the pool; flow runs inherit its env (API URL, S3, artifact store)."""
     if "prefect-server" not in state["services"]:
@@ -617,6 +625,7 @@ def worker_spec(cfg: Config, state: dict[str, Any]) -> Spec:
     env = base_env() | {"PREFECT_HOME": str(cfg.prefect_home)} | client_env(cfg, state)
     env |= cfg.worker_env
     env.setdefault("READMIT_PROJECT_DIR", str(PROJECT_ROOT))
+    env.setdefault("READMIT_PREFECT_DATABASE", prefect_database_url(cfg, state))  # for backups
     name = f"readmit-local-{secrets.token_hex(4)}"
     argv = [tool("prefect"), "worker", "start", "--pool", cfg.pool, "--type", "process",
             "--name", name]  # fmt: skip

@@ -307,7 +307,9 @@ def test_secret_and_config_map_references_resolve() -> None:
         d["metadata"]["name"]: d.get("stringData", {})
         for d in load_yaml_docs(K8S / "secret.example.yaml")
     }
-    assert {name: set(data) for name, data in example.items()} == USER_PROVIDED_SECRETS
+    assert {name: set(data) for name, data in example.items()} == (
+        USER_PROVIDED_SECRETS | OPTIONAL_SECRETS
+    )
     assert {v for data in example.values() for v in data.values()} == {"REPLACE-ME"}
 
 
@@ -497,3 +499,14 @@ def test_kustomize_renders_the_stack() -> None:
         assert doc["metadata"]["name"] in text
     rule_key, rule_source = generated_file("prometheus-rules")
     assert by_base["prometheus-rules"]["data"][rule_key] == rule_source.read_text()
+
+
+def test_the_service_and_the_worker_run_in_production_mode() -> None:
+    """READMIT_ENV=production: they refuse a public default secret instead of using it."""
+    names = {"readmission": False, "prefect-worker": False}
+    for workload in of_kind("Deployment"):
+        for container in containers(workload):
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            if workload["metadata"]["name"] in names:
+                names[workload["metadata"]["name"]] = env.get("READMIT_ENV") == "production"
+    assert names == {"readmission": True, "prefect-worker": True}

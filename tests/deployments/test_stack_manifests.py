@@ -560,3 +560,9 @@ def test_readme_documents_variables_services_and_what_was_not_run(compose, servi
         assert str(host_port) in readme
     assert "--load-restrictor LoadRestrictionsNone" in readme
     assert "not run" in readme.lower()
+
+
+def test_the_bento_and_the_worker_run_in_production_mode(services) -> None:
+    """READMIT_ENV=production: they refuse a public default secret instead of using it."""
+    for name in ("bento", "worker"):
+        assert environment(services[name]).get("READMIT_ENV") == "production", name
