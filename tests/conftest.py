@@ -54,3 +54,11 @@ def fresh_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _drill_kind(request: pytest.FixtureRequest, record_property) -> None:
+    """A fault drill's kind in the JUnit report (`benchmarks/resilience.py` counts the kinds)."""
+    marker = request.node.get_closest_marker("drill")
+    if marker is not None:
+        record_property("drill", marker.args[0])

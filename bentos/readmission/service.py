@@ -69,6 +69,8 @@ class Readmission:
         serving.hide_rejected_input()
         self.metrics = serving.service_metrics()
         prediction_log.add_loss_listener(self.metrics.log_rows_lost.inc)
+        prediction_log.add_failure_listener(lambda _: self.metrics.log_ship_failures.inc())
+        prediction_log.add_queued_listener(self.metrics.log_rows_queued.set)
         self.loaded: registry.LoadedModel | None = None
         self.scorer: scoring.Scorer | None = None
         self.threshold = 0.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from typing import Any
@@ -55,9 +56,16 @@ def write_bytes(url: str, data: bytes) -> str:
         fs.makedirs(parent, exist_ok=True)
     if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        with fs.open(tmp, "wb") as fh:
-            fh.write(data)
-        fs.mv(tmp, path)
+        try:
+            with fs.open(tmp, "wb") as fh:
+                fh.write(data)
+            fs.mv(tmp, path)
+        except BaseException:
+            # A full disk must not fill up further with half-written temporaries (one per
+            # retried flush of every service worker).
+            with contextlib.suppress(OSError):
+                fs.rm(tmp)
+            raise
     else:
         fs.pipe_file(path, data)
     return url

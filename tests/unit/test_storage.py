@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from readmit import storage
 
 
@@ -32,3 +34,21 @@ def test_file_urls_work_like_paths(tmp_path):
     storage.write_text(url, "hello")
     assert storage.exists(url)
     assert storage.read_bytes(str(tmp_path / "x.txt")) == b"hello"
+
+
+def test_a_refused_write_leaves_no_temporary_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    import errno
+
+    from fsspec.implementations.local import LocalFileSystem
+
+    target = tmp_path / "chunk.json"
+    storage.write_bytes(str(target), b"whole")
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(LocalFileSystem, "mv", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        storage.write_bytes(str(target), b"new content")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunk.json"]
+    assert target.read_bytes() == b"whole"

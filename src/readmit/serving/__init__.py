@@ -367,6 +367,8 @@ class ServiceMetrics:
     model_ready: Any  # Gauge = 1 when a model is loaded
     invalid_requests: Any  # Counter{endpoint, problem}
     log_rows_lost: Any  # Counter: prediction-log rows dropped (the store refused them too long)
+    log_ship_failures: Any  # Counter: prediction-log chunks the store refused (rows kept queued)
+    log_rows_queued: Any  # Gauge (summed over live workers): prediction-log rows not yet shipped
 
 
 @cache
@@ -404,6 +406,16 @@ def service_metrics() -> ServiceMetrics:
         log_rows_lost=prom.Counter(
             "readmit_prediction_log_rows_lost",
             "Prediction-log rows dropped because the store refused them beyond the queue limit.",
+        ),
+        log_ship_failures=prom.Counter(
+            "readmit_prediction_log_ship_failures",
+            "Prediction-log chunks the store refused (full disk, S3 outage); their rows stay "
+            "queued and are retried.",
+        ),
+        log_rows_queued=prom.Gauge(
+            "readmit_prediction_log_queued_rows",
+            "Prediction-log rows waiting to be shipped after the last attempt (live workers).",
+            multiprocess_mode="livesum",
         ),
     )
 

@@ -13,9 +13,13 @@ the probability, risk label and model tag, and the time: never a raw identifier 
 
 What can be lost: a normal stop (SIGTERM) ships what is queued: the service's shutdown hook
 calls `close_all`. A hard kill (SIGKILL, OOM) loses at most the rows of the last
-`flush_seconds`. When the store refuses a chunk, its rows stay queued and are retried on the
-next flush; only beyond `max_queued_rows` are the oldest dropped, counted in `rows_lost`
-(`readmit_prediction_log_rows_lost_total` on /metrics) and logged: the service keeps answering.
+`flush_seconds`. When the store refuses a chunk (a full disk, an S3 outage), its rows stay
+queued and are retried on the next flush; only beyond `max_queued_rows` are the oldest dropped,
+counted in `rows_lost` and logged: the service keeps answering. Listeners make all three visible
+on /metrics (the service wires them): each refused chunk (`add_failure_listener`,
+`readmit_prediction_log_ship_failures_total`), the rows of the process still waiting after each
+attempt (`add_queued_listener`, `readmit_prediction_log_queued_rows`) and dropped rows
+(`add_loss_listener`, `readmit_prediction_log_rows_lost_total`).
 
 Selected in the service with
 `monitoring={"type": "readmit.serving.prediction_log.ShippingMonitor", "options": {...}}`.
@@ -32,8 +36,8 @@ import re
 import socket
 import threading
 import weakref
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import orjson
 from bentoml._internal.context import server_context
@@ -50,6 +54,9 @@ DEFAULT_MAX_QUEUED_ROWS = 500_000
 TIME_COLUMN = "timestamp"
 _OPEN: weakref.WeakSet[ShippingMonitor] = weakref.WeakSet()
 _LOSS_LISTENERS: list[Callable[[int], None]] = []
+_FAILURE_LISTENERS: list[Callable[[BaseException], None]] = []
+_QUEUED_LISTENERS: list[Callable[[int], None]] = []
+_T = TypeVar("_T")
 
 Record = tuple[list[str], list[list[Any]], str]
 """One `bentoml.monitor` column record: column names, column values, UTC time."""
@@ -230,8 +237,10 @@ class ShippingMonitor(MonitorBase[Any]):
     def flush(self) -> int:
         """Ship every queued row now as one chunk; returns how many rows were shipped.
 
-        On a store error the rows go back to the front of the queue (their order kept) and the
-        error is raised; rows beyond `max_queued_rows` are dropped, oldest first, and counted.
+        On a store error the rows go back to the front of the queue (their order kept), the
+        failure listeners are told and the error is raised; rows beyond `max_queued_rows` are
+        dropped, oldest first, and counted. After every attempt the queued-rows listeners get
+        the rows this process still holds (`queued_rows`).
         """
         with self._ship_lock:
             with self._lock:
@@ -242,12 +251,20 @@ class ShippingMonitor(MonitorBase[Any]):
             try:
                 url = self.chunk_url(datetime.datetime.fromisoformat(records[0][1]))
                 storage.write_bytes(url, encode_chunk(rows))
-            except Exception:
+            except Exception as exc:
                 self._requeue(records, len(rows))
+                _notify(_FAILURE_LISTENERS, exc)
                 raise
+            finally:
+                _notify(_QUEUED_LISTENERS, queued_rows())
             self.rows_shipped += len(rows)
             self.chunks_shipped += 1
             return len(rows)
+
+    @property
+    def queued(self) -> int:
+        """Rows waiting to be shipped (retried ones included)."""
+        return self._pending_rows
 
     def _requeue(self, records: collections.deque[Queued], rows: int) -> None:
         with self._lock:
@@ -267,7 +284,7 @@ class ShippingMonitor(MonitorBase[Any]):
                 self.max_queued_rows,
                 lost,
             )
-            _report_loss(lost)
+            _notify(_LOSS_LISTENERS, lost)
 
     def close(self) -> None:
         """Stop the writer and ship what is left (the service's shutdown hook)."""
@@ -280,7 +297,8 @@ class ShippingMonitor(MonitorBase[Any]):
                 lost, self._pending, self._pending_rows = self._pending_rows, collections.deque(), 0
             self.rows_lost += lost
             logger.exception("shipping the last prediction log rows failed: %d rows lost", lost)
-            _report_loss(lost)
+            _notify(_LOSS_LISTENERS, lost)
+            _notify(_QUEUED_LISTENERS, queued_rows())
 
 
 def add_loss_listener(listener: Callable[[int], None]) -> None:
@@ -288,12 +306,29 @@ def add_loss_listener(listener: Callable[[int], None]) -> None:
     _LOSS_LISTENERS.append(listener)
 
 
-def _report_loss(rows: int) -> None:
-    for listener in list(_LOSS_LISTENERS):
+def add_failure_listener(listener: Callable[[BaseException], None]) -> None:
+    """Call `listener(error)` whenever the store refuses a chunk (its rows stay queued): a full
+    disk or an S3 outage shows on /metrics before any row is lost."""
+    _FAILURE_LISTENERS.append(listener)
+
+
+def add_queued_listener(listener: Callable[[int], None]) -> None:
+    """Call `listener(rows)` after every shipping attempt with the rows this process still
+    holds (`queued_rows`): 0 while the store takes chunks, growing while it refuses them."""
+    _QUEUED_LISTENERS.append(listener)
+
+
+def _notify(listeners: Sequence[Callable[[_T], None]], value: _T) -> None:
+    for listener in list(listeners):
         try:
-            listener(rows)
+            listener(value)
         except Exception:  # a metric must never break shipping
-            logger.exception("a prediction-log loss listener failed")
+            logger.exception("a prediction-log listener failed")
+
+
+def queued_rows() -> int:
+    """Rows queued, not yet shipped, in every shipping monitor of this process."""
+    return sum(monitor.queued for monitor in list(_OPEN))
 
 
 def close_all() -> int:
@@ -305,5 +340,5 @@ def close_all() -> int:
 
 
 def open_monitors() -> list[ShippingMonitor]:
-    """The shipping monitors of this process (for the service's loss metric)."""
+    """The shipping monitors of this process."""
     return list(_OPEN)
