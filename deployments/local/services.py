@@ -626,6 +626,9 @@ def worker_spec(cfg: Config, state: dict[str, Any]) -> Spec:
     env |= cfg.worker_env
     env.setdefault("READMIT_PROJECT_DIR", str(PROJECT_ROOT))
     env.setdefault("READMIT_PREFECT_DATABASE", prefect_database_url(cfg, state))  # for backups
+    # A flow run outlives a Prefect server restart: 5 retries gave up during a 187 s outage
+    # (the run stayed RUNNING for good); 8 completed it (test_drill_prefect_restart.py)
+    env.setdefault("PREFECT_CLIENT_MAX_RETRIES", "8")
     name = f"readmit-local-{secrets.token_hex(4)}"
     argv = [tool("prefect"), "worker", "start", "--pool", cfg.pool, "--type", "process",
             "--name", name]  # fmt: skip

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.drill("redeploy_under_load")]
 
 
 def test_a_redeploy_under_c8_load_fails_no_request(
-    bento_tag: str, run_root: Path, holdout_rows: pd.DataFrame
+    bento_tag: str, run_root: Path, holdout_rows: pd.DataFrame, record_property
 ) -> None:
     run_dir, base = run_root / "redeploy-drill", deploy.free_port()
     first = deploy.deploy_bento(
@@ -47,6 +47,8 @@ def test_a_redeploy_under_c8_load_fails_no_request(
         )
         second = result.value
         print("redeploy under c8 load:", result.summary())
+        record_property("redeploy_failed_requests", result.failed)  # benchmarks/resilience.py
+        record_property("redeploy_requests", result.ok + result.failed)
         assert second is not None and second.replaced == first.server
         assert not processes.alive(first.server.pid)
         assert result.failed == 0, (result.codes, result.errors)

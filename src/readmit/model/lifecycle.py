@@ -8,7 +8,7 @@ promotion) and the audit log. The flows only call them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from readmit.model import registry
 from readmit.model.gates import GateResult
@@ -56,14 +56,22 @@ def apply(
     tag: str, outcome: Outcome, gate: GateResult, *, champion: str | None, artifacts_uri: str
 ) -> None:
     """Carry out an outcome: atomic promotion (the previous model is archived) or the stage, then
-    the audit line with the gate's figures."""
+    the audit line with the gate's figures.
+
+    A rerun after a crash (the flow killed between promotion and audit line, or after both)
+    completes what is missing and repeats nothing: the registry keeps one promotion record, and
+    the audit log one line for it (the line names the record's id).
+    """
+    who: dict[str, Any] = {"champion": champion}  # a rejection names the champion that stays
     if outcome.stage == "production":
-        registry.promote(tag, reason=outcome.reason)
+        record = registry.promote(tag, reason=outcome.reason)
+        if record["event"] != "promoted" or _audited(artifacts_uri, record.get("id")):
+            return  # put back by a rollback or import (audited there), or audited already
+        # A promotion names the model it replaced, and the registry record it audits.
+        who = {"previous": champion, "registry_record": record.get("id")}
     elif outcome.stage == "archived":
         registry.set_stage(tag, "archived", reason=outcome.reason)
     if outcome.audit is not None:
-        # A promotion names the model it replaced; a rejection, the champion that stays.
-        who = {"previous": champion} if outcome.audit == "promoted" else {"champion": champion}
         audit.append(
             artifacts_uri,
             outcome.audit,
@@ -73,3 +81,10 @@ def apply(
             challenger_auc=gate.challenger_auc,
             champion_auc=gate.champion_auc,
         )
+
+
+def _audited(artifacts_uri: str, record_id: str | None) -> bool:
+    """True if the audit log already has the line of this registry record."""
+    if record_id is None:  # a record written before records had ids: cannot tell, audit it
+        return False
+    return any(r.get("registry_record") == record_id for r in audit.read(artifacts_uri))

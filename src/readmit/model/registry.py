@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -120,14 +121,32 @@ def read_state(settings: Settings | None = None) -> RegistryState:
 
 
 def _write_state(state: RegistryState, settings: Settings) -> None:
-    """Replace the registry file in one rename: readers see the old or the new state, never half."""
-    path = _registry_path(settings)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".registry-")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(state.__dict__, fh, indent=2, sort_keys=True)
+    """Replace the registry file in one rename: readers see the old or the new state, never half.
+    Called under `_locked`."""
+    content = json.dumps(state.__dict__, indent=2, sort_keys=True).encode()
+    _replace_file(_registry_path(settings), content)
+
+
+def _replace_file(path: Path, content: bytes) -> None:
+    """Write `content` to a temporary sibling, fsync it, rename it over `path`, fsync the folder
+    (the rename itself survives a power cut). Called under the registry's lock only, so any
+    temporary of `path` already there was left by a writer that died (SIGKILL, OOM) between
+    write and rename: it is removed, never left to pile up. Temporaries are named after the
+    file (`.<name>.<random>`): the lock is per model name, another model's are not ours."""
+    prefix = f".{path.name}."
+    for stale in path.parent.glob(f"{prefix}*"):
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(content)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def _now() -> str:
@@ -161,10 +180,18 @@ def save_model(
     version: str | None = None,
     settings: Settings | None = None,
 ) -> str:
-    """Save a fitted pipeline as `<model_name>:<version>` with its lineage; returns the tag."""
+    """Save a fitted pipeline as `<model_name>:<version>` with its lineage; returns the tag.
+
+    The model is registered (recorded in the registry file) only once BentoML has copied all of
+    it into the store: a model the registry does not know is one whose save never completed.
+    Saving a `version` again (a rerun of a run killed while saving) first discards what the
+    killed save left of it.
+    """
     settings = settings or get_settings()
     bentoml = bentoml_module(settings)
-    name = f"{settings.model_name}:{version or new_version()}"
+    version = version or new_version()
+    name = f"{settings.model_name}:{version}"
+    _discard_unregistered(name, settings)
     lineage = _json_safe(metadata)
     with bentoml.models.create(
         name, labels={"stage": stage}, metadata=_bentoml_safe(lineage)
@@ -178,6 +205,15 @@ def save_model(
         state.history.append({"at": _now(), "event": "registered", "tag": tag, "stage": stage})
         _write_state(state, settings)
     return tag
+
+
+def _discard_unregistered(tag: str, settings: Settings) -> None:
+    """Remove a store folder of `tag` that the registry never registered: left by a save killed
+    half-way (BentoML copies a model into its store file by file), it may lack files, and it
+    would make every later save of the tag fail with "already exists"."""
+    folder = Path(settings.bentoml_home) / "models" / settings.model_name / version_of(tag)
+    if folder.exists() and tag not in read_state(settings).stages:
+        shutil.rmtree(folder)
 
 
 def production_tag(settings: Settings | None = None) -> str | None:
@@ -298,13 +334,32 @@ def _set_production(state: RegistryState, tag: str, event: str, reason: str) -> 
         state.stages[previous] = "archived"
     state.stages[tag] = "production"
     state.production = tag
-    record = {"at": _now(), "event": event, "tag": tag, "previous": previous, "reason": reason}
+    record = {
+        "at": _now(), "event": event, "tag": tag, "previous": previous, "reason": reason,
+        "id": uuid.uuid4().hex[:12],  # the audit line of this decision names it (`lifecycle`)
+    }  # fmt: skip
     state.history.append(record)
     return record
 
 
+def _production_record(state: RegistryState) -> dict[str, Any] | None:
+    """The history record that put the current production model there (None if none did)."""
+    for record in reversed(state.history):
+        if record.get("tag") == state.production and record["event"] in (
+            "promoted", "rolled_back", "imported",
+        ):  # fmt: skip
+            return record
+    return None
+
+
 def promote(tag: str, reason: str = "manual", settings: Settings | None = None) -> dict[str, Any]:
-    """Make `tag` the production model in one atomic step; the previous one is archived."""
+    """Make `tag` the production model in one atomic step; the previous one is archived.
+
+    Idempotent: promoting the model that is already in production (a rerun of a flow killed
+    half-way, a repeated command) writes no second record (whose `previous` would be the model
+    itself, and a rollback a no-op); it returns the record that put it there and re-mirrors
+    the labels, which the killed run may not have reached.
+    """
     settings = settings or get_settings()
     bentoml = bentoml_module(settings)
     try:
@@ -313,8 +368,15 @@ def promote(tag: str, reason: str = "manual", settings: Settings | None = None) 
         raise NoModelError(f"cannot promote {tag!r}: it is not in the store") from exc
     with _locked(settings):
         state = read_state(settings)
-        record = _set_production(state, resolved, "promoted", reason)
-        _write_state(state, settings)
+        if resolved not in state.stages:
+            raise NoModelError(
+                f"cannot promote {resolved}: it was never registered (its save did not complete, "
+                "so it may be missing files); save it again"
+            )
+        record = _production_record(state) if state.production == resolved else None
+        if record is None:
+            record = _set_production(state, resolved, "promoted", reason)
+            _write_state(state, settings)
     _mirror_labels(state, settings)
     return record
 
@@ -437,11 +499,6 @@ def restore_state_file(content: bytes, settings: Settings) -> RegistryState:
     state = RegistryState(**json.loads(content))
     path = _registry_path(settings)
     with _locked(settings):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".registry-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        _replace_file(path, content)
     _mirror_labels(state, settings)
     return state
