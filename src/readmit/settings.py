@@ -170,7 +170,8 @@ class Settings(BaseSettings):
     prefect_database: SecretStr | None = Field(
         default=None,
         description="The Prefect server's database, for backup and restore: "
-        "sqlite+aiosqlite:///<path> (online backup) or postgresql+asyncpg://user:pw@host:port/db "
+        "sqlite+aiosqlite:///<path> (online backup) or a postgresql+asyncpg:// URL with user, "
+        "password, host, port and database "
         "(pg_dump / pg_restore). Unset: snapshots say loudly that it is not included.",
     )
 

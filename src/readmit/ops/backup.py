@@ -29,7 +29,7 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess  # nosec B404: pg_dump / pg_restore, fixed argv, no shell
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -229,7 +229,7 @@ def prefect_database_kind(url: str) -> str:
         return "postgres"
     raise BackupError(
         f"READMIT_PREFECT_DATABASE: {scheme!r} is not supported; expected "
-        "sqlite+aiosqlite:///<path> or postgresql+asyncpg://user:password@host:port/db"
+        "sqlite+aiosqlite:///<path> or a postgresql+asyncpg:// URL (user, password, host, port, db)"
     )
 
 
@@ -269,7 +269,7 @@ def prefect_database_files(url: str, scratch: Path) -> dict[str, Path]:
         return {"prefect/prefect.db": out}
     out = scratch / "prefect.dump"
     args, env = _pg_args(url)
-    done = subprocess.run(  # nosec B603: fixed argv
+    done = subprocess.run(
         [_pg_tool("pg_dump"), "-Fc", "-f", str(out), *args],
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -290,7 +290,7 @@ def restore_prefect_database(url: str, snapshot_file: Path) -> str:
         os.replace(tmp, target)
         return str(target)
     args, env = _pg_args(url)
-    done = subprocess.run(  # nosec B603: fixed argv
+    done = subprocess.run(
         [_pg_tool("pg_restore"), "--clean", "--if-exists", "--no-owner", *args,
          str(snapshot_file)],
         env=env, capture_output=True, text=True, check=False,
