@@ -121,12 +121,19 @@ class Readmission:
     def __is_ready__(self) -> bool:
         return self.not_ready_reason is None
 
-    def _score_group(self, records: list[dict[str, Any]]) -> list[float]:
+    def _score_group(self, records: list[dict[str, Any]]) -> list[tuple[float, str]]:
+        """A group of /predict calls, scored as of one instant: (probability, logged time)."""
         assert self.scorer is not None
-        return [float(p) for p in self.scorer.predict_proba_many(records)]
+        probabilities, at = serving.score_as_of_now(self.scorer, records)
+        return [(float(p), at) for p in probabilities]
 
     def _log(
-        self, endpoint: str, records: list[dict[str, Any]], probs: list[float], risks: list[str]
+        self,
+        endpoint: str,
+        records: list[dict[str, Any]],
+        probs: list[float],
+        risks: list[str],
+        at: str,
     ) -> None:
         """Metrics, and the prediction log (queued, then shipped: serving.prediction_log)."""
         assert self.loaded is not None
@@ -139,7 +146,7 @@ class Readmission:
                 self.prediction_monitor = mon
         monitor = self.prediction_monitor
         if isinstance(monitor, prediction_log.ShippingMonitor):  # one call, not one per column
-            monitor.log_rows(serving.log_rows(records, probs, risks, self.loaded.tag))
+            monitor.log_rows(serving.log_rows(records, probs, risks, self.loaded.tag), at)
             return
         with bentoml.monitor(serving.MONITOR_NAME) as mon:  # any other backend: column by column
             for name, role, kind, values in serving.log_columns(
@@ -158,11 +165,12 @@ class Readmission:
             return self._unavailable()  # type: ignore[return-value]
         record = serving.encounter_record(encounter, KEY)
         if self.dispatch is not None:
-            probability = await self.dispatch(record)
+            probability, at = await self.dispatch(record)
         else:
-            probability = self.scorer.predict_proba_one(record)
+            scored, at = serving.score_as_of_now(self.scorer, [record])
+            probability = float(scored[0])
         probs, risks = serving.predictions([probability], self.threshold)
-        self._log("predict", [record], probs, risks)
+        self._log("predict", [record], probs, risks, at)
         return serving.Prediction(
             probability=probs[0],
             risk=risks[0],
@@ -177,8 +185,9 @@ class Readmission:
         if self.scorer is None or self.loaded is None:
             return self._unavailable()  # type: ignore[return-value]
         records = [serving.encounter_record(e, KEY) for e in request.encounters]  # type: ignore[attr-defined]
-        probs, risks = serving.predictions(self.scorer.predict_proba_many(records), self.threshold)
-        self._log("predict_batch", records, probs, risks)
+        scored, at = serving.score_as_of_now(self.scorer, records)
+        probs, risks = serving.predictions(scored, self.threshold)
+        self._log("predict_batch", records, probs, risks, at)
         return serving.BatchPrediction(
             model_tag=self.loaded.tag,
             threshold=self.threshold,

@@ -76,7 +76,8 @@ def test_a_served_request_reaches_monitoring_and_its_outcome_turns_it_realised(
         before = _window_of(served_keys)
         assert before["estimate"]["estimated_auc"] is not None
         assert before["realised_auc"] is None and before["label_coverage"] == 0.0
-        assert before["skew"]["ok"] is True and trained["tag"] in before["model_tags"]
+        assert before["skew"]["ok"] is True, before["skew"]  # re-scored as the service scored
+        assert trained["tag"] in before["model_tags"]
 
         outcomes_csv = tmp_path / "outcomes.csv"
         batch[["encounter_id", "readmitted"]].to_csv(outcomes_csv, index=False)

@@ -9,7 +9,9 @@ row of the input.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -106,6 +108,34 @@ def record_entry(record: Mapping[str, Any]) -> Entry:
     )
 
 
+_AS_OF: ContextVar[float | None] = ContextVar("readmit_history_as_of", default=None)
+
+
+@contextmanager
+def as_of(at: float) -> Iterator[None]:
+    """Lookups inside see only served encounters recorded before `at` (unix time).
+
+    The service scores a request as of the instant it logs with the request's rows, and the
+    skew check re-scores a logged row as of that same instant: an encounter that monitoring
+    records while the request is being scored is seen by neither, so both see one view.
+    """
+    token = _AS_OF.set(at)
+    try:
+        yield
+    finally:
+        _AS_OF.reset(token)
+
+
+def recorded_before_as_of(entries: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+    """Served entries `(encounter key, entry, recorded at)` per patient, cut at `as_of` (all of
+    them outside an `as_of` block)."""
+    at = _AS_OF.get()
+    if at is None:
+        return {pkey: list(items) for pkey, items in entries.items()}
+    kept = {pkey: [item for item in items if item[2] < at] for pkey, items in entries.items()}
+    return {pkey: items for pkey, items in kept.items() if items}
+
+
 class PatientHistory(TransformerMixin, BaseEstimator):
     """Appends `HISTORY_FEATURES` under `KNOWN_AT_PREDICTION`: the patient-history store only.
 
@@ -153,7 +183,7 @@ class PatientHistory(TransformerMixin, BaseEstimator):
         if store is None:
             return {}
         try:
-            return dict(store.entries([k for k in pkeys if k is not None]))
+            return recorded_before_as_of(store.entries([k for k in pkeys if k is not None]))
         except Exception:  # the store must never take scoring down; say so and count it
             self.served_history_errors = getattr(self, "served_history_errors", 0) + 1
             _logger.exception("served-history store failed: the model's history alone is used")

@@ -8,8 +8,9 @@ retraining. `PatientHistory.lookup` adds them to the model's history with the sa
 training uses (`history_parity` in `benchmarks/feedback.py`), skipping encounters the model was
 already trained on.
 
-Each entry keeps when it was recorded: a lookup `as_of` a past time sees only what the service
-could see then, which is how the skew check re-scores a logged row exactly.
+Each entry keeps when it was recorded: a lookup inside `history.as_of(t)` sees only what was
+recorded before t. The service scores each request as of the instant it logs with it, and the
+skew check re-scores a logged row as of that instant, so both see the same entries.
 
 Backends (`READMIT_HISTORY_STORE`):
 - `sqlite:///abs/path`: embedded, the default for one machine (WAL: the service's workers read while
@@ -51,26 +52,6 @@ class ServedHistory(Protocol):
         """Record served encounters (an encounter already recorded is skipped); returns how
         many were new."""
         ...
-
-
-class AsOf:
-    """A view of a store that shows only what was recorded before `at` (unix time)."""
-
-    def __init__(self, store: ServedHistory, at: float) -> None:
-        self.store, self.at = store, at
-
-    def entries(self, patient_keys: Sequence[str]) -> dict[str, list[ServedEntry]]:
-        """The entries recorded before `at`."""
-        out = {}
-        for pkey, items in self.store.entries(patient_keys).items():
-            kept = [item for item in items if item[2] < self.at]
-            if kept:
-                out[pkey] = kept
-        return out
-
-    def add(self, rows: Sequence[ServedRow]) -> int:
-        """A past view is read-only."""
-        raise TypeError("an as-of view of the served history is read-only")
 
 
 class SqliteServedHistory:

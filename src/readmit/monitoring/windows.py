@@ -39,7 +39,7 @@ import pandas as pd
 from readmit import storage
 from readmit.data import in_cohort
 from readmit.data.outcomes import RECEIVED_AT
-from readmit.features import make_label, served_history
+from readmit.features import history, make_label, served_history
 from readmit.layout import StoreLayout
 from readmit.monitoring import drift, estimation, profiling
 from readmit.monitoring import served as served_log
@@ -89,8 +89,8 @@ def sample_rows(n: int, size: int, seed_text: str) -> np.ndarray:
 def rescore(model: Any, rows: pd.DataFrame, store: Any | None = None) -> np.ndarray:
     """Offline probabilities of logged rows through the service's own per-record scorer.
 
-    With the served-history store, each row sees the store as it was when it was served
-    (`served_history.AsOf` its logged time), as the service saw it."""
+    With the served-history store, each row sees the store as of its logged time
+    (`history.as_of`), which is the view the service scored it with."""
     if not len(rows):
         return np.zeros(0, dtype=np.float64)
     records = feed_records(rows)  # logged rows carry pseudonyms, never raw identifiers
@@ -99,10 +99,11 @@ def rescore(model: Any, rows: pd.DataFrame, store: Any | None = None) -> np.ndar
         return np.asarray(scorer.predict_proba_many(records), dtype=float)
     times = pd.to_datetime(rows[TIME_COLUMN], utc=True)
     out = []
+    step.attach(store)
     try:
         for record, at in zip(records, times, strict=True):
-            step.attach(served_history.AsOf(store, at.timestamp()))
-            out.append(scorer.predict_proba_one(record))
+            with history.as_of(at.timestamp()):
+                out.append(scorer.predict_proba_one(record))
     finally:
         step.attach(None)
     return np.asarray(out, dtype=float)

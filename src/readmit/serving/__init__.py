@@ -12,12 +12,13 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from readmit import pseudonyms
+from readmit.features.history import as_of
 from readmit.schema import (
     COLUMN_BY_NAME,
     ID_COLUMNS,
@@ -26,9 +27,11 @@ from readmit.schema import (
     Kind,
     encounter_model,
 )
-from readmit.serving.prediction_log import TIME_COLUMN
+from readmit.serving.prediction_log import TIME_COLUMN, utc_now
 from readmit.serving.scoring import risk_labels
 from readmit.settings import Settings
+
+T = TypeVar("T")
 
 MONITOR_NAME = "readmission_predictions"
 """Folder (under the prediction log dir) that bentoml.monitor writes `data/*.log` JSON lines to."""
@@ -140,6 +143,11 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any]
     feature_names: list[str] | None = None
     scorer: str = Field(description="FrameScorer (batch pipeline) or the per-record fast path.")
+    manifest_sha256: str | None = Field(
+        default=None,
+        description="Digest of the served model's signed manifest (`readmit.model.signing`), "
+        "verified at load: what an approval and the audit log name.",
+    )
 
 
 # --------------------------------------------------------------------------- records and scoring
@@ -158,10 +166,10 @@ ADAPTIVE_MAX_LATENCY_MS = 5000
 
 
 def make_dispatcher(
-    score_group: Callable[[list[dict[str, Any]]], Sequence[float]],
+    score_group: Callable[[list[dict[str, Any]]], Sequence[T]],
     max_batch_size: int = ADAPTIVE_MAX_BATCH,
     max_latency_ms: int = ADAPTIVE_MAX_LATENCY_MS,
-) -> Callable[[dict[str, Any]], Awaitable[float]]:
+) -> Callable[[dict[str, Any]], Awaitable[T]]:
     """BentoML's adaptive batching (its CorkDispatcher) in front of single-record scoring.
 
     Concurrent /predict calls are grouped and scored in one `predict_proba_many`, while the
@@ -181,10 +189,24 @@ def make_dispatcher(
         get_batch_size=lambda _record: 1,
     )
 
-    async def score(records: Sequence[dict[str, Any]]) -> Sequence[float]:
+    async def score(records: Sequence[dict[str, Any]]) -> Sequence[T]:
         return score_group(list(records))
 
     return dispatcher(score)  # type: ignore[return-value]
+
+
+def score_as_of_now(scorer: Any, records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, str]:
+    """Probabilities of `records` with the served history as of one instant, and that instant
+    (ISO UTC) to log with their rows.
+
+    The log's time is the view the service scored with: monitoring may record served encounters
+    while a request is scored, and the skew check re-scores a logged row as of its logged time,
+    so a row is only comparable if the service saw exactly what was recorded before that time.
+    """
+    at = utc_now()
+    with as_of(at.timestamp()):
+        probabilities = scorer.predict_proba_many(records)
+    return np.asarray(probabilities, dtype=np.float64), at.isoformat(timespec="microseconds")
 
 
 def predictions(probabilities: np.ndarray, threshold: float) -> tuple[list[float], list[str]]:

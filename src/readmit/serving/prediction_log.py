@@ -180,11 +180,13 @@ class ShippingMonitor(MonitorBase[Any]):
         rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
         self._queue(rows)
 
-    def log_rows(self, rows: list[dict[str, Any]]) -> None:
+    def log_rows(self, rows: list[dict[str, Any]], at: str | None = None) -> None:
         """Queue one request's rows, built already (`readmit.serving.log_rows`), inside a
         `with bentoml.monitor(...)` block: one call instead of one per column. The monitor owns
-        the rows from here on (it stamps their time into them when it ships them)."""
-        self._queue(rows)
+        the rows from here on (it stamps their time into them when it ships them): `at` (ISO
+        UTC), the instant the request was scored as of (`readmit.serving.score_as_of_now`),
+        else now."""
+        self._queue(rows, at)
 
     def stop_record(self) -> None:
         """End a `bentoml.monitor` block; one that only called `log_rows` has nothing left."""
@@ -195,11 +197,12 @@ class ShippingMonitor(MonitorBase[Any]):
         if self.columns_schema is None:
             MON_COLUMN_VAR.set(None)
 
-    def _queue(self, rows: list[dict[str, Any]]) -> None:
+    def _queue(self, rows: list[dict[str, Any]], at: str | None = None) -> None:
         if not rows:
             return
+        stamp = at or utc_now().isoformat(timespec="microseconds")
         with self._lock:
-            self._pending.append((rows, utc_now().isoformat(timespec="microseconds")))
+            self._pending.append((rows, stamp))
             self._pending_rows += len(rows)
             pending = self._pending_rows
         if self._writer is None:

@@ -19,7 +19,7 @@ import pytest
 
 from readmit import data, pseudonyms
 from readmit.features import PatientHistory, served_history
-from readmit.features.history import HISTORY_FEATURES, NO_HISTORY
+from readmit.features.history import HISTORY_FEATURES, NO_HISTORY, as_of, recorded_before_as_of
 
 KEY = b"served-history-test-key"
 
@@ -79,8 +79,11 @@ def test_served_encounters_are_kept_per_patient_in_served_order_once(store: Any)
                                                         ("e3", (1, 1, 0, 0, 5))]  # fmt: skip
     assert set(got) == {"p1", "p2"}
     recorded = got["p1"][0][2]
-    assert served_history.AsOf(store, recorded).entries(["p1"]) == {}
-    assert len(served_history.AsOf(store, recorded + 1).entries(["p1"])["p1"]) == 2
+    with as_of(recorded):
+        assert recorded_before_as_of(store.entries(["p1"])) == {}
+    with as_of(recorded + 1):
+        assert len(recorded_before_as_of(store.entries(["p1"]))["p1"]) == 2
+    assert len(recorded_before_as_of(store.entries(["p1"]))["p1"]) == 2  # outside: all
 
 
 def _model_history(frame: pd.DataFrame) -> PatientHistory:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from readmit import data, layout, monitoring, pseudonyms, storage
+from readmit import data, layout, monitoring, pseudonyms, serving, storage
 from readmit.data import outcomes
+from readmit.features import served_history
 from readmit.layout import StoreLayout
 from readmit.monitoring import served, simulation, windows
 from readmit.serving import prediction_log, scoring
@@ -183,3 +185,47 @@ def test_each_chunk_is_read_once_even_when_it_lands_late(tmp_path: Path) -> None
         log_uri, set(state["served_seen"]), datetime.fromisoformat(state["served_watermark"]), grace
     )
     assert third == []
+
+
+def test_an_encounter_recorded_while_a_request_is_scored_does_not_trip_the_skew_check(
+    tmp_path: Path, split: tuple[pd.DataFrame, pd.DataFrame], model: Any
+) -> None:
+    """Monitoring records served encounters while the service scores: the logged time is the
+    view the service scored with, so the skew check re-scores with that same view."""
+    holdout = split[1].drop(columns=["readmitted"])
+    repeat = holdout[holdout.duplicated("patient_nbr", keep=False)]
+    patient = repeat["patient_nbr"].iloc[0]
+    earlier, later = repeat[repeat["patient_nbr"] == patient].iloc[:2].itertuples(index=False)
+    earlier = earlier._replace(number_inpatient=9, number_emergency=6, time_in_hospital=14)
+    key = get_settings().pseudonym_key_bytes
+    records = {
+        name: scoring.pseudonymised(scoring.feed_records(pd.DataFrame([row])), key)
+        for name, row in (("earlier", earlier), ("later", later))
+    }
+    earlier_rows = pd.DataFrame(serving.logged_rows(
+        records["earlier"], [0.1], ["low"], "m:1", "2026-12-04T09:00:00+00:00"
+    ))  # fmt: skip
+    store = served_history.SqliteServedHistory(tmp_path / "history.sqlite")
+    scoring.attach_served_history(model, f"sqlite://{tmp_path / 'history.sqlite'}")
+    scorer = scoring.make_scorer(model)
+
+    class RecordedRightAfterTheLookup:
+        """The service's scorer, with monitoring recording the earlier encounter just after
+        the history lookup (before the request logs its rows)."""
+
+        def predict_proba_many(self, batch: list[dict[str, Any]]) -> np.ndarray:
+            probabilities = scorer.predict_proba_many(batch)
+            time.sleep(0.01)
+            store.add(served_history.served_rows(earlier_rows))
+            return probabilities
+
+    try:
+        p, at = serving.score_as_of_now(RecordedRightAfterTheLookup(), records["later"])
+
+        now_seen = scorer.predict_proba_many(records["later"])  # the earlier encounter counts
+    finally:
+        scoring.history_step(model).attach(None)
+    assert abs(now_seen[0] - p[0]) > 1e-6  # the recorded encounter does change this probability
+    logged = served.rows_frame(serving.logged_rows(records["later"], list(p), ["low"], "m:1", at))
+    rescored = windows.rescore(model, logged, store)
+    assert rescored[0] == pytest.approx(p[0], abs=1e-12)
