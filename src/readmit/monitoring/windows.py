@@ -39,6 +39,7 @@ import pandas as pd
 from readmit import storage
 from readmit.data import in_cohort
 from readmit.data.outcomes import RECEIVED_AT
+from readmit.experiments import spec as experiment
 from readmit.features import history, make_label, served_history
 from readmit.layout import StoreLayout
 from readmit.monitoring import drift, estimation, profiling
@@ -53,8 +54,10 @@ MODEL_TAG = "model_tag"
 IN_COHORT = "in_cohort"
 RESCORED = "rescored"
 SERVED_COLUMNS = (ENCOUNTER_KEY, PATIENT_KEY, PROBABILITY_COLUMN, MODEL_TAG, TIME_COLUMN, IN_COHORT,
-                  RESCORED)  # fmt: skip
-"""What a window keeps of each served row: no feature, no raw identifier."""
+                  RESCORED, *experiment.LOG_COLUMNS)  # fmt: skip
+"""What a window keeps of each served row: no feature, no raw identifier; during a live
+experiment, its id, the answering variant and (shadow) the challenger's probability."""
+LABEL = "label"
 PROFILE_SUFFIX = ".profile.bin"
 SERVED_SUFFIX = ".served.csv.gz"
 DEFAULT_SKEW_TOLERANCE = 1e-6
@@ -115,7 +118,8 @@ def served_table(rows: pd.DataFrame, rescored: Mapping[int, float]) -> pd.DataFr
                                 TIME_COLUMN]).reset_index(drop=True)  # fmt: skip
     out[IN_COHORT] = in_cohort(rows.reset_index(drop=True))
     out[RESCORED] = pd.Series(rescored, dtype="float64").reindex(range(len(out))).to_numpy()
-    return out
+    logged = rows.reindex(columns=list(experiment.LOG_COLUMNS)).reset_index(drop=True)
+    return pd.concat([out, logged], axis=1)
 
 
 def split_chunk(
@@ -164,12 +168,13 @@ def list_windows(layout: StoreLayout) -> dict[str, list[str]]:
 
 def read_served(bases: Sequence[str]) -> pd.DataFrame:
     """A window's served rows, from its pieces."""
+    text = {ENCOUNTER_KEY: str, PATIENT_KEY: str, MODEL_TAG: str, experiment.EXPERIMENT_ID: str,
+            experiment.VARIANT: str}  # fmt: skip
     frames = [
-        pd.read_csv(io.BytesIO(gzip.decompress(storage.read_bytes(b + SERVED_SUFFIX))),
-                    dtype={ENCOUNTER_KEY: str, PATIENT_KEY: str, MODEL_TAG: str})
+        pd.read_csv(io.BytesIO(gzip.decompress(storage.read_bytes(b + SERVED_SUFFIX))), dtype=text)
         for b in bases
-    ]  # fmt: skip
-    served = pd.concat(frames, ignore_index=True)
+    ]
+    served = pd.concat(frames, ignore_index=True).reindex(columns=list(SERVED_COLUMNS))
     served[TIME_COLUMN] = pd.to_datetime(served[TIME_COLUMN], utc=True, format="ISO8601")
     served[IN_COHORT] = served[IN_COHORT].astype(bool)
     return served
@@ -214,30 +219,39 @@ class Joined:
     before_prediction: int
 
 
-def join_outcomes(
+def matured_outcomes(
     served: pd.DataFrame, outcomes: pd.DataFrame, label_definition: LabelDefinition
-) -> Joined:
-    """Cohort rows of a window joined to stored outcomes by `encounter_key`.
-
-    An outcome received before the encounter was served cannot belong to that prediction (a
-    reused identifier, a replay, a clock): it is counted and left out.
-    """
-    cohort = served[served[IN_COHORT]].sort_values(TIME_COLUMN)
-    cohort = cohort.drop_duplicates(ENCOUNTER_KEY, keep="last")
+) -> tuple[pd.DataFrame, int]:
+    """Cohort rows (latest prediction per encounter, in time order) with their outcome: a 0/1
+    `label` where it matured, and the count of outcomes left out because they were received
+    before the encounter was served (a reused identifier, a replay, a clock)."""
+    cohort = served[served[IN_COHORT]].sort_values(TIME_COLUMN, kind="stable")
+    cohort = cohort.drop_duplicates(ENCOUNTER_KEY, keep="last").reset_index(drop=True)
     hit = cohort[[ENCOUNTER_KEY, TIME_COLUMN]].merge(
-        outcomes[[ENCOUNTER_KEY, LABEL_COLUMN, RECEIVED_AT]], on=ENCOUNTER_KEY, how="left"
-    )
+        outcomes[[ENCOUNTER_KEY, LABEL_COLUMN, RECEIVED_AT]].drop_duplicates(ENCOUNTER_KEY),
+        on=ENCOUNTER_KEY, how="left",
+    )  # fmt: skip
     received = pd.to_datetime(hit[RECEIVED_AT], utc=True, format="ISO8601")
     early = received.notna() & (received < hit[TIME_COLUMN])
     labelled = (hit[LABEL_COLUMN].notna() & ~early).to_numpy()
-    labels = np.zeros(len(hit), dtype=np.int64)
+    labels = np.full(len(hit), np.nan)
     if labelled.any():
         labels[labelled] = make_label(hit.loc[labelled, [LABEL_COLUMN]], label_definition)
+    return cohort.assign(**{LABEL: labels}), int(early.sum())
+
+
+def join_outcomes(
+    served: pd.DataFrame, outcomes: pd.DataFrame, label_definition: LabelDefinition
+) -> Joined:
+    """Cohort rows of a window joined to stored outcomes by `encounter_key` (an outcome
+    received before the encounter was served is counted and left out: `matured_outcomes`)."""
+    cohort, early = matured_outcomes(served, outcomes, label_definition)
+    labelled = cohort[LABEL].notna().to_numpy()
     return Joined(
         probabilities=cohort[PROBABILITY_COLUMN].to_numpy(dtype=float),
-        labels=labels,
+        labels=np.nan_to_num(cohort[LABEL].to_numpy(), nan=0).astype(np.int64),
         labelled=labelled,
-        before_prediction=int(early.sum()),
+        before_prediction=early,
     )
 
 
