@@ -19,8 +19,9 @@ log again. The assessment (`WindowAssessment`) holds:
   the window's cohort rows, and realised performance once outcomes arrived (joined by
   `encounter_key`; an outcome received before its prediction was served is counted, never used);
 * label coverage: the share of the window's cohort encounters whose outcome arrived;
-* the skew check: sampled logged rows re-scored offline with the registered model must give the
-  logged probability; a different model answering, or a feature path that changed, shows here.
+* the skew check: sampled logged rows re-scored offline with the model that answered them (their
+  `model_tag`: a canary or a redeploy puts two in one window) must give the logged probability;
+  a feature path that changed, or a model monitoring cannot load answering, shows here.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -122,6 +123,49 @@ def served_table(rows: pd.DataFrame, rescored: Mapping[int, float]) -> pd.DataFr
     return pd.concat([out, logged], axis=1)
 
 
+class AnsweringModels:
+    """The model that answered each logged row, by its `model_tag`, for the skew re-score.
+
+    During a canary, a blue/green redeploy or a rollback, rows of one window were answered by
+    different models: each is re-scored with its own (loaded once per tag by `load`), so the
+    skew check compares a row with the model that produced it. A tag `load` cannot resolve (an
+    unknown model, one this store does not hold) is re-scored with `default`, the production
+    model: its rows then show as skew, which is what they are to monitoring.
+    """
+
+    def __init__(self, default: Any, load: Callable[[str], Any] | None = None) -> None:
+        self.default, self.load = default, load
+        self._loaded: dict[str, Any] = {}
+
+    def __call__(self, tag: str | None) -> Any:
+        """The model to re-score a row answered by `tag` with."""
+        if self.load is None or not tag:
+            return self.default
+        if tag not in self._loaded:
+            try:
+                self._loaded[tag] = self.load(tag)
+            except Exception:  # an unknown or unloadable model: its rows show as skew
+                self._loaded[tag] = self.default
+        return self._loaded[tag]
+
+
+def registered_models(default: Any) -> AnsweringModels:
+    """Answering models from the registry (verified like every load), else `default`."""
+    from readmit.model import registry
+
+    return AnsweringModels(default, lambda tag: registry.load_model(tag).model)
+
+
+def rescore_answered(models: AnsweringModels, rows: pd.DataFrame, store: Any | None) -> np.ndarray:
+    """`rescore` of each row with the model that answered it (`AnsweringModels`)."""
+    out = np.full(len(rows), np.nan)
+    tags = rows[MODEL_TAG] if MODEL_TAG in rows else pd.Series([None] * len(rows))
+    for tag, positions in pd.Series(range(len(rows))).groupby(tags.to_numpy(), dropna=False):
+        where = positions.to_numpy()
+        out[where] = rescore(models(None if pd.isna(tag) else str(tag)), rows.iloc[where], store)
+    return out
+
+
 def split_chunk(
     chunk: Chunk,
     frame: pd.DataFrame,
@@ -130,13 +174,17 @@ def split_chunk(
     skew_rows: int = 0,
     store: Any | None = None,
 ) -> list[Piece]:
-    """A chunk's rows by time window: each piece profiled, kept, and a sample re-scored."""
+    """A chunk's rows by time window: each piece profiled, kept, and a sample re-scored (by
+    `model`, or with an `AnsweringModels`, by the model that answered each row)."""
+    models = model if isinstance(model, AnsweringModels) else AnsweringModels(model)
     starts = window_start(frame[TIME_COLUMN], window)
     pieces = []
     for start, rows in frame.groupby(starts, sort=True):
         wid = window_id(pd.Timestamp(start))
         picked = sample_rows(len(rows), skew_rows if model is not None else 0, chunk.name + wid)
-        rescored = rescore(model, rows.iloc[picked], store) if len(picked) else np.zeros(0)
+        rescored = (
+            rescore_answered(models, rows.iloc[picked], store) if len(picked) else np.zeros(0)
+        )
         features = rows.reindex(columns=list(INPUT_COLUMNS))
         pieces.append(
             Piece(
@@ -479,7 +527,7 @@ def ingest_chunk_on_worker(
     if model_tag not in _WORKER_MODELS:
         from readmit.model import registry
 
-        _WORKER_MODELS[model_tag] = registry.load_model(model_tag).model
+        _WORKER_MODELS[model_tag] = registered_models(registry.load_model(model_tag).model)
     store = served_history.open_store(store_uri) if store_uri else None
     return ingest_chunk(
         StoreLayout(root), chunk, timedelta(seconds=window_s), _WORKER_MODELS[model_tag],
@@ -622,5 +670,6 @@ def read_new_chunks(
         )  # fmt: skip
         read = record_reads(reads, store)
     else:
-        read = ingest_chunks(layout, chunks, window, model, skew_rows, store)
+        answering = registered_models(model) if model is not None else None
+        read = ingest_chunks(layout, chunks, window, answering, skew_rows, store)
     return read, advance_state(state, chunks, grace)

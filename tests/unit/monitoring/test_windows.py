@@ -229,3 +229,21 @@ def test_an_encounter_recorded_while_a_request_is_scored_does_not_trip_the_skew_
     logged = served.rows_frame(serving.logged_rows(records["later"], list(p), ["low"], "m:1", at))
     rescored = windows.rescore(model, logged, store)
     assert rescored[0] == pytest.approx(p[0], abs=1e-12)
+
+
+def test_each_row_is_re_scored_by_the_model_that_answered_it(
+    tmp_path: Path, split: tuple[pd.DataFrame, pd.DataFrame], model: Any
+) -> None:
+    """A canary, a redeploy or a rollback puts rows of two models in one window: no skew. A row
+    answered by a model monitoring cannot load still shows (re-scored by the default model)."""
+    feed = split[1].drop(columns=["readmitted"]).iloc[:200]
+    other = _small_model(data.exclude_died_or_hospice(split[0]).iloc[:4000])
+    known = windows.AnsweringModels(model, {"m:1": model, "m:other": other}.__getitem__)
+    for seq, (answering, tag) in enumerate(((model, "m:1"), (other, "m:other")), start=1):
+        chunk, _ = _ship(str(tmp_path / "logs"), answering, feed, T0, seq, tag=tag)
+        (piece,) = windows.split_chunk(chunk, served.read_chunk(chunk), HOUR, known, skew_rows=15)
+        assert windows.skew_of(piece.served).ok is True, tag
+    chunk, _ = _ship(str(tmp_path / "logs"), other, feed, T0, 3, tag="m:gone")
+    (piece,) = windows.split_chunk(chunk, served.read_chunk(chunk), HOUR, known, skew_rows=15)
+    skew = windows.skew_of(piece.served)
+    assert skew.ok is False and skew.mismatched >= 14
