@@ -18,7 +18,8 @@ log again. The assessment (`WindowAssessment`) holds:
 * the performance estimate before outcomes arrive (`estimation.estimate_performance`, CBPE) on
   the window's cohort rows, and realised performance once outcomes arrived (joined by
   `encounter_key`; an outcome received before its prediction was served is counted, never used);
-* label coverage: the share of the window's cohort encounters whose outcome arrived;
+* label coverage: the share of the window's cohort encounters (those with an encounter id: no
+  outcome can reach the others) whose outcome arrived;
 * the skew check: sampled logged rows re-scored offline with the model that answered them (their
   `model_tag`: a canary or a redeploy puts two in one window) must give the logged probability;
   a feature path that changed, or a model monitoring cannot load answering, shows here.
@@ -265,16 +266,21 @@ class Joined:
     labels: np.ndarray
     labelled: np.ndarray
     before_prediction: int
+    joinable: int = 0
+    """Encounters an outcome can reach (they carry an encounter key): label coverage's base."""
 
 
 def matured_outcomes(
     served: pd.DataFrame, outcomes: pd.DataFrame, label_definition: LabelDefinition
 ) -> tuple[pd.DataFrame, int]:
-    """Cohort rows (latest prediction per encounter, in time order) with their outcome: a 0/1
+    """Cohort rows (latest prediction per encounter, in time order; each row without an
+    encounter key is its own encounter, which no outcome can reach) with their outcome: a 0/1
     `label` where it matured, and the count of outcomes left out because they were received
     before the encounter was served (a reused identifier, a replay, a clock)."""
-    cohort = served[served[IN_COHORT]].sort_values(TIME_COLUMN, kind="stable")
-    cohort = cohort.drop_duplicates(ENCOUNTER_KEY, keep="last").reset_index(drop=True)
+    cohort = served[served[IN_COHORT]]
+    keyed = cohort[ENCOUNTER_KEY].notna()  # a request without an encounter id: never joinable
+    cohort = pd.concat([cohort[keyed].drop_duplicates(ENCOUNTER_KEY, keep="last"), cohort[~keyed]])
+    cohort = cohort.sort_values(TIME_COLUMN, kind="stable").reset_index(drop=True)
     hit = cohort[[ENCOUNTER_KEY, TIME_COLUMN]].merge(
         outcomes[[ENCOUNTER_KEY, LABEL_COLUMN, RECEIVED_AT]].drop_duplicates(ENCOUNTER_KEY),
         on=ENCOUNTER_KEY, how="left",
@@ -300,6 +306,7 @@ def join_outcomes(
         labels=np.nan_to_num(cohort[LABEL].to_numpy(), nan=0).astype(np.int64),
         labelled=labelled,
         before_prediction=early,
+        joinable=int(cohort[ENCOUNTER_KEY].notna().sum()),
     )
 
 
@@ -396,7 +403,7 @@ def assess_window(
         report=report,
         estimate=estimate,
         n_labelled=n_labelled,
-        label_coverage=n_labelled / n_cohort if n_cohort else 0.0,
+        label_coverage=n_labelled / joined.joinable if joined.joinable else 0.0,
         outcomes_before_prediction=joined.before_prediction,
         skew=skew_of(served, skew_tolerance),
     )

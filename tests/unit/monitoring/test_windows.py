@@ -124,6 +124,18 @@ def test_outcomes_join_by_pseudonym_and_never_before_their_prediction() -> None:
     assert joined.before_prediction == 1  # d is out of the cohort, zz was never served
 
 
+def test_requests_without_an_encounter_id_count_once_each_and_outside_label_coverage() -> None:
+    """A client may send no encounter id: each such row is its own encounter for the estimate,
+    and no outcome can reach it, so coverage is over the encounters that carry one."""
+    times = [T0 + timedelta(minutes=i) for i in range(5)]
+    served_rows = _served(["a", "a", None, None, "b"], times, [True] * 5)  # type: ignore[list-item]
+    stored = pd.DataFrame({"encounter_key": ["a", "b"], "readmitted": ["<30", "NO"],
+                           "received_at": [(T0 + timedelta(days=40)).isoformat()] * 2})  # fmt: skip
+    joined = windows.join_outcomes(served_rows, stored, "<30")
+    assert len(joined.probabilities) == 4  # a (latest of two), two without id, b
+    assert joined.joinable == 2 and int(joined.labelled.sum()) == 2
+
+
 def test_a_window_is_assessed_before_and_after_its_outcomes(
     tmp_path: Path, split: tuple[pd.DataFrame, pd.DataFrame], model: Any
 ) -> None:
