@@ -24,10 +24,27 @@ experiments (default 400):
   whose errors are correlated (`shared_noise` 0.8: prediction correlation about 0.96, typical
   of a challenger retrained on the same features, against 0.85 with independent noise).
 
+`serving`: what a live experiment costs the service. Two models of production size (the
+project's feature pipeline with XGBoost, 300 and 400 trees, fitted on 30,000 encounters), in a
+model store of their own (the project's stays untouched), packed by the same `bentoml build`
+(`readmit.ops.deploy.build_bento`) into three bentos: the champion alone, a shadow experiment
+and a 10% canary (`readmit.experiments.spec.ExperimentSpec`). The three run side by side with
+`bentoml serve` (one worker each: with two, where `wrk`'s keep-alive connections land decides a
+run's p50 by up to 2x, benchmarks/serving.py; adaptive batching and the prediction log on, as
+deployed); `wrk` loads one at a time at concurrency 8 on /predict with the same request set
+(2,000 real raw feed rows with both identifiers, benchmarks/serving.py's `encounter_rows`),
+`--serving-rounds` rounds in ABC CBA order (a drift of the shared machine weighs on all alike),
+`--serving-seconds` per variant in all after a 1 s warm-up per run. Figures: the mean of the
+runs' p50 and p95, requests/s over all runs, and `shadow_p50_ratio_c8` (goal <= 1.3) and
+`canary_p50_ratio_c8` (goal <= 1.1), each over the champion alone. Checked on the way: no
+errors, and each experiment's /model shows it running with both variants scoring.
+
 Sections are selected with `--only NAME` (repeatable); each returns its JSON figures and is
-importable (`statistics_figures`). The last line of stdout is one JSON object.
+importable (`statistics_figures`, `serving_figures`). The last line of stdout is one JSON
+object.
 
     .venv/bin/python benchmarks/experiments.py [--only statistics] [--experiments 400]
+    .venv/bin/python benchmarks/experiments.py --only serving [--serving-seconds 20]
 """
 
 from __future__ import annotations
@@ -35,8 +52,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -160,8 +180,183 @@ def statistics_figures(experiments: int = 400, seed: int = 0) -> dict[str, Any]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
 
 
+# --------------------------------------------------------------------------- serving
+
+SERVING_VARIANTS = ("champion", "shadow", "canary")
+SERVING_CONCURRENCY = 8
+GOAL_SHADOW_RATIO = 1.3
+GOAL_CANARY_RATIO = 1.1
+
+
+def _serving_models(settings: Any) -> tuple[str, str]:
+    """Champion and challenger of production size, registered in `settings`' store."""
+    from sklearn.pipeline import Pipeline
+    from xgboost import XGBClassifier
+
+    from readmit import data, features, pseudonyms
+    from readmit.model import registry
+    from readmit.schema import INPUT_COLUMNS
+
+    key = settings.pseudonym_key_bytes
+    frame = data.exclude_died_or_hospice(data.read_encounters(settings.data_uri).frame)
+    train = pseudonyms.add_keys(data.in_time_order(frame).iloc[:30_000], key)
+    label = features.make_label(train, "<30")
+    tags = []
+    for name, booster in (
+        ("champion", {"n_estimators": 300, "max_depth": 6, "random_state": 0}),
+        ("challenger", {"n_estimators": 400, "max_depth": 5, "subsample": 0.8, "random_state": 1}),
+    ):
+        pipe = Pipeline([
+            ("history", features.PatientHistory(pseudonyms.fingerprint(key))),
+            ("features", features.EncounterFeatures()),
+            ("encode", features.FeatureEncoder()),
+            ("model", XGBClassifier(learning_rate=0.05, n_jobs=2, **booster)),
+        ])  # fmt: skip
+        pipe.fit(train, label)
+        metadata = {"threshold": 0.12, "label_definition": "<30", "metrics": {},
+                    "trained_at": f"benchmarks/experiments.py {name}",
+                    "feature_names": list(INPUT_COLUMNS)}  # fmt: skip
+        tags.append(registry.save_model(pipe, metadata, stage="candidate", settings=settings))
+    return tags[0], tags[1]
+
+
+def _experiment_running(url: str, mode: str) -> dict[str, Any]:
+    """/model's experiment of a server, which must be running in `mode`."""
+    import httpx
+
+    info = httpx.get(f"{url}/model", timeout=10).json()["experiment"]
+    assert info and info["running"] and info["mode"] == mode, info
+    return dict(info)
+
+
+def serving_figures(seconds: float = 20.0, rounds: int = 2) -> dict[str, Any]:
+    """c8 latency of /predict: the champion alone, shadow and a 10% canary (module doc)."""
+    import serving as serving_bench  # benchmarks/serving.py, beside this file
+
+    from readmit.experiments.spec import ExperimentSpec
+    from readmit.ops import deploy
+    from readmit.settings import get_settings
+
+    start = time.perf_counter()
+    home = tempfile.mkdtemp(prefix="readmit-bench-store-")
+    os.environ["READMIT_BENTOML_HOME"] = os.environ["BENTOML_HOME"] = home
+    get_settings.cache_clear()
+    settings = get_settings()
+    champion, challenger = _serving_models(settings)
+    specs = {
+        "shadow": ExperimentSpec("bench-shadow", "shadow", champion, challenger),
+        "canary": ExperimentSpec("bench-canary", "canary", champion, challenger, 0.1),
+    }
+    bentos = {"champion": deploy.build_bento(champion, settings)}
+    for name, spec in specs.items():
+        bentos[name] = deploy.build_bento(champion, settings, experiment=spec)
+    print(f"models and bentos ready ({time.perf_counter() - start:.0f} s)", flush=True)
+    frame, bodies = serving_bench.encounter_rows(2000)
+    for body, encounter_id in zip(bodies, frame["encounter_id"], strict=True):
+        body["encounter_id"] = int(encounter_id)  # a feed row as sent: both identifiers
+    run_dir = Path(tempfile.mkdtemp(prefix="readmit-bench-experiments-"))
+    script = serving_bench.wrk_script(bodies, run_dir)
+    servers: dict[str, tuple[int, str]] = {}
+    runs: list[dict[str, Any]] = []
+    try:
+        for name, bento in bentos.items():
+            env = {**serving_bench.bento_env(run_dir, 1, True),
+                   "READMIT_PREDICTION_LOG_URI": str(run_dir / f"plogs-{name}")}  # fmt: skip
+            servers[name] = serving_bench.serve_bento(bento, run_dir / name, env)
+        for name, spec in specs.items():
+            _experiment_running(servers[name][1], spec.mode)
+        order = list(SERVING_VARIANTS)
+        for round_no in range(1, rounds + 1):
+            for name in order if round_no % 2 else order[::-1]:
+                url = f"{servers[name][1]}/predict"
+                result = serving_bench.load(url, script, SERVING_CONCURRENCY, seconds / rounds)
+                runs.append({"round": round_no, "variant": name, **result})
+                print(
+                    f"round {round_no} {name:<8} c8: {result['rps']:>8,.1f} req/s  p50 "
+                    f"{result['p50_ms']:.2f} ms  p95 {result['p95_ms']:.2f} ms  "
+                    f"{result['requests']:,} requests, {result['errors']} errors",
+                    flush=True,
+                )
+        served = {name: _experiment_running(servers[name][1], spec.mode)["variants"]
+                  for name, spec in specs.items()}  # fmt: skip
+    finally:
+        for pid, _ in servers.values():
+            deploy.stop_server(pid)
+    return _serving_summary(runs, served, seconds, time.perf_counter() - start)
+
+
+def _serving_summary(
+    runs: list[dict[str, Any]], served: dict[str, Any], seconds: float, elapsed: float
+) -> dict[str, Any]:
+    """Per variant: mean p50/p95 of its runs, req/s over them; the ratios to the champion."""
+    c8: dict[str, dict[str, Any]] = {}
+    for name in SERVING_VARIANTS:
+        mine = [r for r in runs if r["variant"] == name]
+        c8[name] = {
+            "p50_ms": round(float(np.mean([r["p50_ms"] for r in mine])), 2),
+            "p95_ms": round(float(np.mean([r["p95_ms"] for r in mine])), 2),
+            "rps": round(float(np.mean([r["rps"] for r in mine])), 1),
+            "requests": sum(r["requests"] for r in mine),
+            "errors": sum(r["errors"] for r in mine),
+        }
+    base = c8["champion"]["p50_ms"]
+    figures: dict[str, Any] = {
+        "shadow_p50_ratio_c8": round(c8["shadow"]["p50_ms"] / base, 3),
+        "canary_p50_ratio_c8": round(c8["canary"]["p50_ms"] / base, 3),
+    }
+    for name, values in c8.items():
+        figures[f"{name}_p50_ms_c8"] = values["p50_ms"]
+        figures[f"{name}_p95_ms_c8"] = values["p95_ms"]
+        figures[f"{name}_rps_c8"] = values["rps"]
+    print(
+        f"\nshadow p50 ratio {figures['shadow_p50_ratio_c8']} (goal <= {GOAL_SHADOW_RATIO}), "
+        f"canary p50 ratio {figures['canary_p50_ratio_c8']} (goal <= {GOAL_CANARY_RATIO})"
+    )
+    canary = served["canary"]
+    answered = canary["challenger"]["requests"] + canary["champion"]["requests"]
+    return {
+        **figures,
+        "serving_c8": c8,
+        "serving_errors": sum(v["errors"] for v in c8.values()),
+        "serving_runs": runs,
+        "serving_seconds_per_variant": seconds,
+        "serving_workers": 1,
+        "shadow_scored_by_challenger": served["shadow"]["challenger"]["requests"],
+        "canary_challenger_share": round(canary["challenger"]["requests"] / max(1, answered), 3),
+        "variant_scoring_p50_ms": {
+            f"{name}_{variant}": info["latency_p50_ms"]
+            for name, variants in served.items()
+            for variant, info in variants.items()
+        },
+        "serving_s": round(elapsed, 1),
+    }
+
+
+def signing_figures(repeats: int = 20) -> dict[str, Any]:
+    """`verify_ms`: what verifying a model's signature adds to every load (median of `repeats`),
+    against a whole `load_model`, for a production-size model in a store of its own."""
+    from readmit.model import registry
+    from readmit.settings import get_settings
+
+    home = tempfile.mkdtemp(prefix="readmit-bench-signing-")
+    os.environ["READMIT_BENTOML_HOME"] = os.environ["BENTOML_HOME"] = home
+    get_settings.cache_clear()
+    settings = get_settings()
+    tag, _ = _serving_models(settings)
+    verify = registry.verify_ms(tag, repeats, settings)
+    loads = []
+    for _ in range(5):
+        start = time.perf_counter()
+        registry.load_model(tag, settings)
+        loads.append((time.perf_counter() - start) * 1000)
+    return {"verify_ms": round(verify, 2), "load_ms": round(float(np.median(loads)), 1),
+            "verify_repeats": repeats}  # fmt: skip
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "statistics": lambda args: statistics_figures(args.experiments, args.seed),
+    "serving": lambda args: serving_figures(args.serving_seconds, args.serving_rounds),
+    "signing": lambda args: signing_figures(),
 }
 """One function per section (`--only NAME` runs some); each returns its JSON figures."""
 
@@ -174,6 +369,8 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     parser.add_argument("--experiments", type=int, default=400, help="per scenario (>= 200)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--serving-seconds", type=float, default=20.0, help="c8 load per variant")
+    parser.add_argument("--serving-rounds", type=int, default=2, help="ABC CBA rounds")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     figures: dict[str, Any] = {}

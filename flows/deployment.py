@@ -20,16 +20,19 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from readmit.experiments.spec import ExperimentSpec
 from readmit.model import registry
 from readmit.ops import deploy
 
 
 @task(cache_policy=NO_CACHE)
-def build(model_tag: str) -> str:
-    """`bentoml build` with the model packed in; returns the bento tag."""
-    bento_tag = deploy.build_bento(model_tag)
+def build(model_tag: str, experiment: ExperimentSpec | None = None) -> str:
+    """`bentoml build` with the model (and an experiment's challenger) packed in; returns the
+    bento tag."""
+    bento_tag = deploy.build_bento(model_tag, experiment=experiment)
+    beside = f" with {experiment.mode} {experiment.challenger}" if experiment else ""
     get_run_logger().info(
-        "built %s for %s at %s", bento_tag, model_tag, deploy.bento_dir(bento_tag)
+        "built %s for %s%s at %s", bento_tag, model_tag, beside, deploy.bento_dir(bento_tag)
     )
     return bento_tag
 
@@ -68,18 +71,24 @@ def deployment_flow(
     run_dir: str | None = None,
     ready_timeout_s: float = 120.0,
     base_port: int | None = None,
+    experiment: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build, containerise and deploy `model_tag` (default: the production model).
+
+    With `experiment` (an `ExperimentSpec` as a dict: the `experiment` flow passes it), the
+    bento also carries the challenger and serves the experiment; the champion is its
+    `champion`.
 
     The server listens on 127.0.0.1 at `base_port` or `base_port + 1` (blue/green; default
     `settings.service_port`); `.run/serving/state.json` (or `run_dir`) names the live one.
 
     Returns a summary: bento, model, URL, pid, the replaced server, a working curl.
     """
-    tag = model_tag or registry.production_tag()
+    spec = ExperimentSpec.from_dict(experiment) if experiment else None
+    tag = (spec.champion if spec else None) or model_tag or registry.production_tag()
     if tag is None:
         raise registry.NoModelError("nothing to deploy: no production model; run `readmit train`")
-    bento_tag = build(tag)
+    bento_tag = build(tag, spec)
     container = containerise(bento_tag) if containerize else None
     result = release(bento_tag, run_dir, ready_timeout_s, base_port)
     summary = {

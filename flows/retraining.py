@@ -1,6 +1,7 @@
 """Retraining flow: a challenger trained on the cumulative labelled data is gated against the
-champion on the same recent, patient-disjoint holdout; a winner is promoted atomically and
-redeployed. Triggered by `readmit.drift.detected` (see prefect.yaml) or run by hand.
+champion on the same recent, patient-disjoint holdout; a winner is promoted atomically, once
+approved (`flows.approval`: a person in the Prefect UI, or the `auto` policy outside production),
+and redeployed. Triggered by `readmit.drift.detected` (see prefect.yaml) or run by hand.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.approval import request_approval
 from flows.tasks import assess, fit, write_reference
 from readmit import data
 from readmit.data import inbox, outcomes
-from readmit.model import evaluate, gates, lifecycle, lineage, registry, retraining
+from readmit.model import approval, evaluate, gates, lifecycle, lineage, registry, retraining
 from readmit.monitoring import served as served_log
 from readmit.ops import audit
 from readmit.schema import LabelDefinition
@@ -130,15 +132,41 @@ def register_challenger(
 
 
 @task(cache_policy=NO_CACHE)
-def settle(tag: str, decision: gates.GateResult, champion: str | None) -> lifecycle.Outcome:
+def settle(
+    tag: str,
+    outcome: lifecycle.Outcome,
+    decision: gates.GateResult,
+    champion: str | None,
+    approved: approval.ApprovalRecord | None,
+) -> lifecycle.Outcome:
     """Promote or archive the challenger, with its audit line (`lifecycle`)."""
     settings = get_settings()
-    outcome = lifecycle.decide_challenger(decision)
-    lifecycle.apply(tag, outcome, decision, champion=champion, artifacts_uri=settings.artifacts_uri)
+    record = approved.to_dict() if approved else None
+    lifecycle.apply(tag, outcome, decision, champion=champion,
+                    artifacts_uri=settings.artifacts_uri, approval=record)  # fmt: skip
     level = "info" if outcome.stage == "production" else "warning"
     getattr(get_run_logger(), level)("%s %s: %s", outcome.audit, tag, outcome.reason)
     registry.publish_to_store(tag)
     return outcome
+
+
+def approve(
+    tag: str,
+    champion: str | None,
+    decision: gates.GateResult,
+    evaluations: dict[str, Any],
+    champion_eval: evaluate.Evaluation | None,
+) -> approval.ApprovalRecord:
+    """A challenger that passed the gate is promoted only once approved (`flows.approval`):
+    the record goes to the audit log whatever it says."""
+    settings = get_settings()
+    digests = (registry.model_digest(tag), registry.model_digest(champion) if champion else None)
+    packet = approval.review_packet(
+        tag, champion, decision, evaluations["model"], champion_eval, digests
+    )
+    record = request_approval(packet, settings)
+    audit.append(settings.artifacts_uri, "approval", **record.to_dict())
+    return record
 
 
 def publish_decision(tag: str, champion: str | None, decision: gates.GateResult) -> None:
@@ -216,7 +244,12 @@ def retraining_flow(
         "version": version,
     }
     tag = register_challenger(result, evaluations, decision, assembled, context)
-    outcome = settle(tag, decision, champion_tag)
+    outcome = lifecycle.decide_challenger(decision)
+    approved = None
+    if outcome.stage == "production":
+        approved = approve(tag, champion_tag, decision, evaluations, champion_eval)
+        outcome = approval.outcome_after_approval(outcome, approved)
+    outcome = settle(tag, outcome, decision, champion_tag, approved)
     publish_decision(tag, champion_tag, decision)
     out: dict[str, Any] = {"challenger": tag, "champion": champion_tag, **decision.to_dict()}
     if outcome.stage == "production" and redeploy_service:

@@ -82,16 +82,22 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     if tag is None:
         print("error: no production model; give a tag", file=sys.stderr)
         return 2
-    print(json.dumps({"tag": tag, **registry.model_metadata(tag)}, indent=2, sort_keys=True))
+    shown = {
+        "tag": tag,
+        **registry.model_metadata(tag),
+        "signature": registry.signature_status(tag),
+    }
+    print(json.dumps(shown, indent=2, sort_keys=True))
     return 0
 
 
 def cmd_models_promote(args: argparse.Namespace) -> int:
-    """Promote a model to production (atomic)."""
-    from readmit.model import registry
+    """Promote a model to production (atomic, signature verified), audit it with its digest."""
+    from readmit.model import lifecycle, registry
 
     record = registry.promote(args.tag, reason=args.reason)
     registry.publish_to_store(record["tag"])
+    lifecycle.audit_manual_promotion(record, get_settings().artifacts_uri)
     print(json.dumps(record))
     return 0
 
@@ -109,6 +115,7 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
         tag=record["tag"],
         previous=record["previous"],
         reason=args.reason,
+        manifest_sha256=record["manifest_sha256"],
     )
     print(json.dumps(record))
     if deploy.running_server() is not None:
@@ -193,6 +200,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from readmit.serving import scoring
 
     settings = get_settings()
+    loaded = registry.load_model(args.model)  # first: an untrusted model stops here, said once
     file = data.read_raw(args.input)
     try:
         frame = validation.validate_or_quarantine(
@@ -209,7 +217,6 @@ def cmd_score(args: argparse.Namespace) -> int:
     except features.OutcomeInInputError as exc:
         print(f"error: {args.input}: {exc}", file=sys.stderr)
         return 2
-    loaded = registry.load_model(args.model)
     scores = scoring.score_frame(loaded, frame)
     storage.write_bytes(args.output, scores.to_csv(index=False, float_format="%.17g").encode())
     high = int((scores["risk"] == "high").sum())
@@ -288,6 +295,35 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sign(args: argparse.Namespace) -> int:
+    """Sign a stored model saved before models were signed (only one whose files you trust)."""
+    from readmit.model import registry
+    from readmit.ops import audit
+
+    out = registry.sign_model(args.tag, force=args.force)
+    if not out["signed"]:
+        print(f"{out['tag']} is already signed with this key: {out['manifest_sha256']}")
+        return 0
+    audit.append(
+        get_settings().artifacts_uri, "signed", tag=out["tag"], key_id=out["key_id"],
+        manifest_sha256=out["manifest_sha256"], forced=args.force,
+    )  # fmt: skip
+    print(f"signed {out['tag']} with key {out['key_id']}: manifest {out['manifest_sha256']}")
+    return 0
+
+
+def cmd_keys_public(args: argparse.Namespace) -> int:
+    """Print the public key of READMIT_SIGNING_KEY (what READMIT_VERIFY_KEY takes)."""
+    from readmit.model import signing
+
+    key = signing.private_key(get_settings().signing_key_bytes).public_key()
+    print(signing.public_bytes(key).hex())
+    print(
+        f"key id {signing.key_id(key)} (READMIT_VERIFY_KEY takes the line above)", file=sys.stderr
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of the `readmit` command."""
     parser = argparse.ArgumentParser(prog="readmit", description=__doc__)
@@ -346,6 +382,21 @@ def build_parser() -> argparse.ArgumentParser:
     rest.add_argument("--force", action="store_true", help="overwrite state already here")
     rest.add_argument("--no-prefect", action="store_true", help="leave the Prefect DB alone")
     rest.set_defaults(func=cmd_restore)
+
+    sign = sub.add_parser(
+        "sign", help="sign a stored model saved before models were signed (audited)"
+    )
+    sign.add_argument("tag", help="model tag; sign it only if you trust its files")
+    sign.add_argument(
+        "--force", action="store_true", help="replace a signature that does not hold here "
+        "(e.g. after rotating the signing key)",
+    )  # fmt: skip
+    sign.set_defaults(func=cmd_sign)
+    keys = sub.add_parser("keys", help="the models' signing key")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    ksub.add_parser(
+        "public", help="print the public key of READMIT_SIGNING_KEY (for READMIT_VERIFY_KEY)"
+    ).set_defaults(func=cmd_keys_public)
     return parser
 
 
@@ -358,12 +409,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         get_settings()  # production mode refuses default secrets before anything starts
-    except SecretConfigError as exc:
+    except (SecretConfigError, ValueError) as exc:  # ValueError: pydantic's, a malformed setting
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         return handler(args)
-    except (NoModelError, RegistryError, FileNotFoundError, ValueError) as exc:
+    except (NoModelError, RegistryError, SecretConfigError, FileNotFoundError, ValueError) as exc:
+        # an untrusted model (`UntrustedModelError`) is a NoModelError; a key read from a
+        # Prefect block on first use can still be refused (`SecretConfigError`)
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -19,6 +19,8 @@ _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="readmit-tests-"))
 os.environ["BENTOML_HOME"] = str(_SESSION_ROOT / "bentoml")
 os.environ["READMIT_BENTOML_HOME"] = str(_SESSION_ROOT / "bentoml")
 os.environ["READMIT_ARTIFACTS_URI"] = str(_SESSION_ROOT / "artifacts")
+# The locally deployed service's state (which server is live): never a developer's `make up`.
+os.environ["READMIT_SERVING_RUN_DIR"] = str(_SESSION_ROOT / "serving")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "true")

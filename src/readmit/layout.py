@@ -37,7 +37,8 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     (
         "monitoring/windows/<window>/<chunk>.profile.bin|<chunk>.served.csv.gz",
         "served traffic per time window and log chunk: whylogs profile of the features; "
-        "pseudonyms, probability, model, time, cohort and the skew re-score of sampled rows",
+        "pseudonyms, probability, model, time, cohort, the skew re-score of sampled rows and "
+        "the experiment columns (id, variant, shadow probability)",
     ),
     (
         "monitoring/windows/<window>/assessment.json|assessment.html",
@@ -62,6 +63,12 @@ LAYOUT: tuple[tuple[str, str], ...] = (
         "local stores only, else READMIT_HISTORY_STORE)",
     ),
     ("audit/audit.jsonl", "every lifecycle decision, appended"),
+    ("experiments/current.json", "the running live experiment (absent: the champion alone)"),
+    (
+        "experiments/<id>/experiment.json|decision.json|looks.csv|report.html",
+        "each live experiment: its spec, its decision (when it decided), the daily confidence "
+        "sequence and the self-contained report",
+    ),
     (
         "backups/<utc time>/manifest.json, bentoml/, artifacts/, history/, prefect/",
         "snapshots of the whole state, manifest (digests) last; READMIT_BACKUP_URI puts them "
@@ -158,6 +165,14 @@ class StoreLayout:
     def audit_log(self) -> str:
         """The append-only audit log of lifecycle decisions."""
         return self.path("audit", "audit.jsonl")
+
+    def current_experiment(self) -> str:
+        """The running experiment's spec (absent when the champion serves alone)."""
+        return self.path("experiments", "current.json")
+
+    def experiment_dir(self, experiment_id: str) -> str:
+        """One experiment's spec, decision, daily looks and report."""
+        return self.path("experiments", experiment_id)
 
     def prediction_logs(self) -> str:
         """The service's prediction log chunks (one folder per UTC day)."""

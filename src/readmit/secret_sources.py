@@ -1,10 +1,10 @@
 """Where readmit's secrets come from, and which values production refuses.
 
-A secret setting (a `SecretStr` field of `readmit.settings.Settings`, today the pseudonym key)
-comes from its env var (`READMIT_PSEUDONYM_KEY`, a Kubernetes Secret or the Compose `.env`) or,
-when `<name>_block` names one (`READMIT_PSEUDONYM_KEY_BLOCK`), from a Prefect Secret block of
-that name, read the first time the key is used (`Settings.pseudonym_key_bytes`), never at
-import.
+A secret setting (a `SecretStr` field of `readmit.settings.Settings`: the pseudonym key, the
+models' signing key) comes from its env var (`READMIT_PSEUDONYM_KEY`, `READMIT_SIGNING_KEY`: a
+Kubernetes Secret or the Compose `.env`) or, when `<name>_block` names one
+(`READMIT_PSEUDONYM_KEY_BLOCK`, `READMIT_SIGNING_KEY_BLOCK`), from a Prefect Secret block of
+that name, read the first time the key is used (`Settings.secret_bytes`), never at import.
 
 With `READMIT_ENV=production` the settings refuse, when they are built, a secret left at a value
 the code publishes: its declared default, a retired default (`RETIRED_DEFAULTS`), or one shorter
@@ -12,6 +12,11 @@ than `MIN_SECRET_LENGTH`. Every component reads the settings first (the service 
 flows' tasks and the command line), so none of them starts on a public key. A value read from a
 block passes the same check when it is read. Outside production the defaults keep working, so
 `make run` needs no configuration.
+
+A component that only verifies signatures (the service, a scoring job) may go without the
+signing key when it has its public half (`PUBLIC_HALVES`: `READMIT_VERIFY_KEY`); the public
+half of a public default is refused in production like the default itself, and the signing key
+is still refused at its default if that component ever signs (`resolve`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ RETIRED_DEFAULTS: dict[str, tuple[str, ...]] = {
     "pseudonym_key": ("readmit-local-salt",),
 }
 """Public values a secret once had as its default: refused in production like the default."""
+
+PUBLIC_HALVES: dict[str, str] = {"signing_key": "verify_key"}
+"""Secrets with a public half (the setting named): a component given the public half only
+verifies, and needs no secret (`readmit.model.signing`)."""
 
 
 class SecretConfigError(RuntimeError):
@@ -93,6 +102,11 @@ def how_to_set(settings_cls: type[Settings], name: str) -> str:
     )
     if block in settings_cls.model_fields:
         text += f", or name a Prefect Secret block holding it with READMIT_{block.upper()}"
+    if name in PUBLIC_HALVES:
+        text += (
+            f"; a component that only verifies may instead set "
+            f"READMIT_{PUBLIC_HALVES[name].upper()} to its public key (`readmit keys public`)"
+        )
     return text
 
 
@@ -121,6 +135,9 @@ def check_settings(settings: Settings) -> None:
     for name in secret_fields(cls):
         env = env_names(cls, name)
         block = getattr(settings, block_setting(name), None)
+        public_half = getattr(settings, PUBLIC_HALVES.get(name, ""), None)
+        if public_half and settings.env == PRODUCTION:
+            problems += _public_half_refusal(cls, name, public_half)
         if block:
             if name in settings.model_fields_set:
                 problems.append(
@@ -130,6 +147,8 @@ def check_settings(settings: Settings) -> None:
             continue
         if settings.env != PRODUCTION:
             continue
+        if public_half and name not in settings.model_fields_set:
+            continue  # verifies only: the secret is checked if it is ever used (`resolve`)
         secret = getattr(settings, name)
         if secret is None and cls.model_fields[name].default is None:
             continue  # an optional secret (e.g. the Prefect database URL), not configured
@@ -142,6 +161,22 @@ def check_settings(settings: Settings) -> None:
         raise SecretConfigError("\n".join(problems))
 
 
+def _public_half_refusal(settings_cls: type[Settings], name: str, public_half: str) -> list[str]:
+    """Why production refuses a public half (the public key of a public default), if it does."""
+    from readmit.model import signing  # the one secret with a public half: the signing key
+
+    public = {signing.public_key_hex(v.encode()) for v in public_values(settings_cls, name)}
+    if public_half not in public:
+        return []
+    setting = f"READMIT_{PUBLIC_HALVES[name].upper()}"
+    secret = env_names(settings_cls, name)[0]
+    return [
+        f"READMIT_ENV=production refuses to start: {setting} is the public key of the public "
+        f"default {name.replace('_', ' ')}; set it to the public key of your {secret} "
+        f"(`readmit keys public` prints it where {secret} is set)."
+    ]
+
+
 def resolve(settings: Settings, name: str) -> str:
     """A secret's value: from its Prefect Secret block when one is named, else the setting.
 
@@ -149,12 +184,16 @@ def resolve(settings: Settings, name: str) -> str:
         SecretConfigError: the block is missing, not a string, or (in production) public.
     """
     block = getattr(settings, block_setting(name), None)
-    if not block:
+    if block:
+        value = read_secret_block(block, env=f"READMIT_{block_setting(name).upper()}")
+        source = f"Prefect Secret block {block!r}"
+    else:
         secret = getattr(settings, name)
-        return secret.get_secret_value() if secret is not None else ""
-    value = read_secret_block(block, env=f"READMIT_{block_setting(name).upper()}")
-    if settings.env == PRODUCTION:
-        reason = refusal(type(settings), name, value, f"Prefect Secret block {block!r}")
+        value = secret.get_secret_value() if secret is not None else ""
+        env = env_names(type(settings), name)
+        source = " or ".join(env) if name in settings.model_fields_set else f"{env[0]} not set"
+    if settings.env == PRODUCTION:  # a secret excused at start (`PUBLIC_HALVES`) is used now
+        reason = refusal(type(settings), name, value, source)
         if reason:
             raise SecretConfigError(reason)
     return value

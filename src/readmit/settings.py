@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from readmit.layout import StoreLayout
@@ -175,12 +175,29 @@ class Settings(BaseSettings):
         "(pg_dump / pg_restore). Unset: snapshots say loudly that it is not included.",
     )
 
+    # Approval of promotions (`readmit.model.approval`, `flows/approval.py`).
+    approval: str | None = Field(
+        default=None,
+        pattern="^(required|auto)$",
+        description="'required': a challenger that passed the gate (retraining) or won its "
+        "experiment (promotion) waits for a person to approve it in the Prefect UI (the paused "
+        "run's Resume form: decision, reviewer, rationale). 'auto': approved by policy, and the "
+        "audit log says so. Unset: required in production (READMIT_ENV), auto elsewhere.",
+    )
+    approval_timeout_s: int = Field(
+        default=3600,
+        ge=5,
+        description="How long a promotion waits for a reviewer; no answer means the challenger "
+        "is not promoted (it is archived with that reason) and the run completes.",
+    )
+
     # Production mode and where secrets come from (`readmit.secret_sources`).
     env: str = Field(
         default="development",
         pattern="^(development|production)$",
         description="'production' refuses to start on a public default secret (the pseudonym "
-        "key's default, its former READMIT_HISTORY_SALT default) or one shorter than 16 "
+        "key's default, its former READMIT_HISTORY_SALT default, the signing key's default or "
+        "its public key as READMIT_VERIFY_KEY) or one shorter than 16 "
         "characters, naming the variable and how to set it. 'development' (the default) keeps "
         "the public defaults working, so `make run` needs no configuration.",
     )
@@ -190,7 +207,37 @@ class Settings(BaseSettings):
         "Prefect API (PREFECT_API_URL) when the key is first used, instead of "
         "READMIT_PSEUDONYM_KEY (setting both is refused).",
     )
-    _pseudonym_key_value: bytes | None = None
+    # Signed models (`readmit.model.signing`).
+    signing_key: SecretStr = Field(
+        default=SecretStr("readmit-local-signing-key"),
+        description="Secret that models are signed with when registered (Ed25519; the private "
+        "key's 32-byte seed is sha256 of this string, so any strong string is a key: "
+        "`openssl rand -hex 32`). Needed where models are registered or signed (the training "
+        "worker, `readmit sign`). The local default is public: set a secret in production.",
+    )
+    signing_key_block: str | None = Field(
+        default=None,
+        description="Name of a Prefect Secret block holding the signing key, read when the key "
+        "is first used, instead of READMIT_SIGNING_KEY (setting both is refused).",
+    )
+    verify_key: str | None = Field(
+        default=None,
+        description="Public key models must be signed with (Ed25519, 64 hex characters or "
+        "base64; `readmit keys public` prints it). Lets a component that only loads models "
+        "(the service, a scoring job) verify them without the signing key; unset, the public "
+        "half of the signing key is trusted.",
+    )
+    _secret_values: dict[str, bytes] = PrivateAttr(default_factory=dict)
+
+    @field_validator("verify_key")
+    @classmethod
+    def _public_key(cls, value: str | None) -> str | None:
+        """A public key in hex or base64, kept as hex; blank = unset."""
+        if value is None or not value.strip():
+            return None
+        from readmit.model import signing
+
+        return signing.parse_public_key(value)
 
     def model_post_init(self, context: object, /) -> None:
         """Refuse, at start, a secret with two sources or, in production, a public value."""
@@ -198,16 +245,31 @@ class Settings(BaseSettings):
 
         secret_sources.check_settings(self)
 
+    def secret_bytes(self, name: str) -> bytes:
+        """A secret setting's value as bytes: from its env var, or from the Prefect Secret block
+        its `<name>_block` setting names (read once per block, here; `readmit.secret_sources`).
+        """
+        from readmit import secret_sources
+
+        block = getattr(self, secret_sources.block_setting(name), None)
+        if not block:  # the setting itself: nothing to cache (a copy may change it)
+            return secret_sources.resolve(self, name).encode()
+        cached = f"{name}@{block}"
+        if cached not in self._secret_values:  # a new dict: copies never share a write
+            value = secret_sources.resolve(self, name).encode()
+            self._secret_values = {**self._secret_values, cached: value}
+        return self._secret_values[cached]
+
     @property
     def pseudonym_key_bytes(self) -> bytes:
-        """The pseudonym key as bytes (`readmit.pseudonyms`): from READMIT_PSEUDONYM_KEY, or
-        from the Prefect Secret block READMIT_PSEUDONYM_KEY_BLOCK names (read once, here)."""
-        if self._pseudonym_key_value is None:
-            from readmit import secret_sources
+        """The pseudonym key (`readmit.pseudonyms`): READMIT_PSEUDONYM_KEY or its block."""
+        return self.secret_bytes("pseudonym_key")
 
-            value = secret_sources.resolve(self, "pseudonym_key")
-            self._pseudonym_key_value = value.encode()
-        return self._pseudonym_key_value
+    @property
+    def signing_key_bytes(self) -> bytes:
+        """The models' signing secret (`readmit.model.signing`): READMIT_SIGNING_KEY or its
+        block."""
+        return self.secret_bytes("signing_key")
 
     @property
     def history_store_uri(self) -> str:

@@ -45,6 +45,7 @@ USER_PROVIDED_SECRETS = {
     "readmit-postgres": {"password"},
     "readmit-s3": {"access-key-id", "secret-access-key"},
     "readmit-pseudonyms": {"key"},
+    "readmit-signing": {"key", "verify-key"},
 }
 """Secrets the user creates before applying (secret.example.yaml, deployments/README.md)."""
 OPTIONAL_SECRETS = {"readmit-alerting": {"webhook-url"}}

@@ -30,7 +30,16 @@ from readmit.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-DEPLOYMENTS = ("training", "monitoring", "retraining", "deployment", "simulation", "backup")
+DEPLOYMENTS = (
+    "training",
+    "monitoring",
+    "retraining",
+    "deployment",
+    "simulation",
+    "backup",
+    "experiment",
+    "promotion",
+)
 
 
 @pytest.fixture(scope="session")

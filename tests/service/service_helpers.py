@@ -24,9 +24,10 @@ from readmit.serving import prediction_log
 READY_TIMEOUT_S = 150
 
 
-def small_model(train_frame: pd.DataFrame) -> Any:
+def small_model(train_frame: pd.DataFrame, key: bytes | None = None, **booster: Any) -> Any:
     """The production pipeline's transformers with a small XGBoost, keyed with the settings' key
-    (the key the served bento runs with): fitted in about a second."""
+    (the key the served bento runs with) unless `key` is given: fitted in about a second.
+    `booster` overrides the XGBoost parameters (a challenger that scores differently)."""
     from sklearn.pipeline import Pipeline
     from xgboost import XGBClassifier
 
@@ -34,13 +35,14 @@ def small_model(train_frame: pd.DataFrame) -> Any:
     from readmit.features import EncounterFeatures, FeatureEncoder, PatientHistory, make_label
     from readmit.settings import get_settings
 
-    key = get_settings().pseudonym_key_bytes
+    key = key or get_settings().pseudonym_key_bytes
+    params = {"n_estimators": 40, "max_depth": 3, "n_jobs": 1, "random_state": 0, **booster}
     pipeline = Pipeline(
         [
             ("history", PatientHistory(pseudonyms.fingerprint(key))),
             ("features", EncounterFeatures()),
             ("encode", FeatureEncoder(min_frequency=20)),
-            ("model", XGBClassifier(n_estimators=40, max_depth=3, n_jobs=1, random_state=0)),
+            ("model", XGBClassifier(**params)),
         ]
     )
     keyed = pseudonyms.add_keys(train_frame, key)

@@ -15,6 +15,7 @@ logged row (`LOG_COLUMNS`) so monitoring and the decision can tell the variants 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -48,6 +49,8 @@ class ExperimentSpec:
             raise ValueError(f"experiment mode {self.mode!r}: expected 'shadow' or 'canary'")
         if not 0.0 < self.canary_share < 1.0:
             raise ValueError(f"canary_share {self.canary_share}: expected a share in (0, 1)")
+        if not self.challenger:
+            raise ValueError("an experiment needs a challenger model tag")
         if self.champion == self.challenger:
             raise ValueError(f"the challenger is the champion ({self.champion})")
 
@@ -69,6 +72,25 @@ class ExperimentSpec:
             "challenger_tag": self.challenger,
             "canary_share": repr(self.canary_share),
         }
+
+    @classmethod
+    def from_bento_args(cls, args: Mapping[str, Any], champion: str) -> ExperimentSpec | None:
+        """The experiment a bento was built for (`bento_args`), or None for a bento without one.
+        The champion is the model the bento serves (its `model_tag`), not an argument of its own.
+
+        Raises:
+            ValueError: the arguments do not make a valid experiment (mode, share, the
+                challenger missing or the same as the champion).
+        """
+        if not args.get("experiment_id"):
+            return None
+        return cls(
+            id=str(args["experiment_id"]),
+            mode=args.get("experiment_mode"),  # type: ignore[arg-type]  # checked in __post_init__
+            champion=champion,
+            challenger=str(args.get("challenger_tag") or ""),
+            canary_share=float(args.get("canary_share", DEFAULT_CANARY_SHARE)),
+        )
 
 
 def canary_bucket(experiment_id: str, patient_key: str) -> float:

@@ -1,2 +1,2 @@
 """The model's room: search and training, evaluation as served, the gate, the registry, lineage,
-and the data a challenger is retrained on."""
+signing, and the data a challenger is retrained on."""

@@ -115,6 +115,19 @@ class Evaluation:
         """One row per (attribute, group) with its size and metrics."""
         return [dict(r) for r in self.subgroups]
 
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> Evaluation:
+        """A registered model's holdout evaluation, as its lineage keeps it
+        (`lineage.model_metadata`): what a reviewer compares without scoring again."""
+        return cls(
+            label_definition=str(metadata.get("label_definition")),
+            threshold=float(metadata.get("threshold", 0.5)),
+            threshold_rule=str(metadata.get("threshold_rule", "")),
+            metrics=dict(metadata.get("metrics") or {}),
+            calibration=dict(metadata.get("calibration") or {}),
+            subgroups=list(metadata.get("subgroup_metrics") or []),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (the registry's metadata)."""
         return {

@@ -53,10 +53,17 @@ def decide_challenger(gate: GateResult) -> Outcome:
 
 
 def apply(
-    tag: str, outcome: Outcome, gate: GateResult, *, champion: str | None, artifacts_uri: str
+    tag: str,
+    outcome: Outcome,
+    gate: GateResult,
+    *,
+    champion: str | None,
+    artifacts_uri: str,
+    approval: dict[str, Any] | None = None,
 ) -> None:
     """Carry out an outcome: atomic promotion (the previous model is archived) or the stage, then
-    the audit line with the gate's figures.
+    the audit line with the gate's figures (and, for a promotion, its approval record: who, why,
+    and the digest approved, which the promotion checks against the model's).
 
     A rerun after a crash (the flow killed between promotion and audit line, or after both)
     completes what is missing and repeats nothing: the registry keeps one promotion record, and
@@ -64,11 +71,17 @@ def apply(
     """
     who: dict[str, Any] = {"champion": champion}  # a rejection names the champion that stays
     if outcome.stage == "production":
-        record = registry.promote(tag, reason=outcome.reason)
+        record = registry.promote(tag, reason=outcome.reason, approval=approval)
         if record["event"] != "promoted" or _audited(artifacts_uri, record.get("id")):
             return  # put back by a rollback or import (audited there), or audited already
-        # A promotion names the model it replaced, and the registry record it audits.
-        who = {"previous": champion, "registry_record": record.get("id")}
+        # A promotion names the model it replaced, the registry record it audits, and the
+        # digest of the signed files it put in production (`signing`).
+        who = {
+            "previous": champion,
+            "registry_record": record.get("id"),
+            "manifest_sha256": record.get("manifest_sha256"),
+            "approved_by": (approval or {}).get("reviewer"),
+        }
     elif outcome.stage == "archived":
         registry.set_stage(tag, "archived", reason=outcome.reason)
     if outcome.audit is not None:
@@ -78,9 +91,27 @@ def apply(
             tag=tag,
             **who,
             reasons=gate.reasons,
+            reason=outcome.reason,
             challenger_auc=gate.challenger_auc,
             champion_auc=gate.champion_auc,
         )
+
+
+def audit_manual_promotion(record: dict[str, Any], artifacts_uri: str) -> None:
+    """The audit line of a promotion by hand (`readmit models promote`), with the digest it put
+    in production; once per registry record (a repeated command audits nothing new)."""
+    if record["event"] != "promoted" or _audited(artifacts_uri, record.get("id")):
+        return
+    audit.append(
+        artifacts_uri,
+        "promoted",
+        tag=record["tag"],
+        previous=record.get("previous"),
+        registry_record=record.get("id"),
+        manifest_sha256=record.get("manifest_sha256"),
+        reasons=[record.get("reason")],
+        by="command line",
+    )
 
 
 def _audited(artifacts_uri: str, record_id: str | None) -> bool:

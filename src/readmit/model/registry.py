@@ -5,12 +5,19 @@ replaced atomically (write + rename) under a file lock. That is what makes a pro
 store's per-model `stage` labels are a mirror of that file, refreshed after each change, so
 `bentoml models list` shows them too, but a crash between the two never leaves two production
 models, because readers only trust the registry file.
+
+Every model is signed when it is saved, and verified before it is unpickled, promoted, rolled
+back to or imported (`readmit.model.signing`): an unsigned or altered model, or one signed with
+a key this component does not trust, raises `UntrustedModelError` (a `NoModelError`: the service
+stays up, not ready, with the reason). The registry file records each model's manifest digest
+when it is registered, promoted, rolled back to or imported.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -26,6 +33,7 @@ import joblib
 import yaml
 
 from readmit import storage
+from readmit.model import signing
 from readmit.settings import Settings, get_settings
 
 Stage = Literal["candidate", "production", "archived"]
@@ -42,6 +50,16 @@ class IncompatibleModelError(NoModelError):
     classes moved, or its features changed). Handled like a missing model, with the reason."""
 
 
+class UntrustedModelError(NoModelError):
+    """A stored model whose signature does not hold: unsigned (saved before models were signed),
+    altered since it was signed, or signed with a key this component does not trust. It is never
+    unpickled; handled like a missing model, with the reason and what to do."""
+
+    def __init__(self, message: str, problem: signing.Problem) -> None:
+        super().__init__(message)
+        self.problem = problem
+
+
 class RegistryError(RuntimeError):
     """A registry operation is not allowed (e.g. nothing to roll back to)."""
 
@@ -54,6 +72,8 @@ class LoadedModel:
     model: Any
     metadata: dict[str, Any]
     stage: str
+    manifest_sha256: str | None = None
+    """Digest of the signed manifest of the model's files (`readmit.model.signing`)."""
 
     @property
     def version(self) -> str:
@@ -185,10 +205,15 @@ def save_model(
     The model is registered (recorded in the registry file) only once BentoML has copied all of
     it into the store: a model the registry does not know is one whose save never completed.
     Saving a `version` again (a rerun of a run killed while saving) first discards what the
-    killed save left of it.
+    killed save left of it. The model's files are signed before BentoML copies them into the
+    store (`readmit.model.signing`); the registry records the manifest's digest.
+
+    Raises:
+        SecretConfigError: the signing key is refused (production: a public default).
     """
     settings = settings or get_settings()
     bentoml = bentoml_module(settings)
+    key = signing.signing_key(settings)  # refused before anything is written
     version = version or new_version()
     name = f"{settings.model_name}:{version}"
     _discard_unregistered(name, settings)
@@ -199,10 +224,14 @@ def save_model(
         joblib.dump(model, bento_model.path_of(MODEL_FILE))
         Path(bento_model.path_of(LINEAGE_FILE)).write_text(json.dumps(lineage, indent=2))
         tag = str(bento_model.tag)
+        digest = signing.sign_folder(Path(bento_model.path), tag, key)
     with _locked(settings):
         state = read_state(settings)
         state.stages[tag] = stage
-        state.history.append({"at": _now(), "event": "registered", "tag": tag, "stage": stage})
+        state.history.append(
+            {"at": _now(), "event": "registered", "tag": tag, "stage": stage,
+             "manifest_sha256": digest}
+        )  # fmt: skip
         _write_state(state, settings)
     return tag
 
@@ -224,8 +253,11 @@ def production_tag(settings: Settings | None = None) -> str | None:
 def load_model(tag: str | None = None, settings: Settings | None = None) -> LoadedModel:
     """Load a model by tag, or the production model when `tag` is None.
 
+    The model's signature is verified first, and the bytes verified are the bytes unpickled.
+
     Raises:
         NoModelError: with a message that says why no model can be loaded.
+        UntrustedModelError: the model is unsigned, altered, or signed with another key.
         IncompatibleModelError: the model was saved by a version of readmit that this one
             cannot load.
     """
@@ -243,15 +275,67 @@ def load_model(tag: str | None = None, settings: Settings | None = None) -> Load
     except bentoml.exceptions.NotFound as exc:
         raise NoModelError(f"model {wanted!r} is not in the store {settings.bentoml_home}") from exc
     resolved = str(stored.tag)
-    model = _unpickle(stored.path_of(MODEL_FILE), resolved)
+    verified = _verify(stored, settings)  # before anything of it is unpickled
+    model = _unpickle(verified.contents[MODEL_FILE], resolved)
     stage = state.stages.get(resolved, stored.info.labels.get("stage", "candidate"))
-    return LoadedModel(resolved, model, _lineage(stored), stage)
+    metadata = json.loads(verified.contents[LINEAGE_FILE])
+    return LoadedModel(resolved, model, metadata, stage, verified.digest)
 
 
-def _unpickle(path: str, tag: str) -> Any:
-    """The fitted pipeline; a clear error when another version of readmit saved it."""
+def _verify(stored: Any, settings: Settings) -> signing.Verified:
+    """A stored model's signature checked with the key this component trusts.
+
+    Raises:
+        UntrustedModelError: unsigned, altered, or signed with another key (the message says
+            which file differs and what to do).
+    """
     try:
-        return joblib.load(path)
+        verified = signing.verify_folder(
+            Path(stored.path), str(stored.tag), signing.trusted_key(settings)
+        )
+    except signing.SignatureError as exc:
+        raise UntrustedModelError(str(exc), exc.problem) from exc
+    for required in (MODEL_FILE, LINEAGE_FILE):
+        if required not in verified.contents:  # signed without it: not a model of ours
+            raise UntrustedModelError(f"model {stored.tag} has no {required}", "altered")
+    return verified
+
+
+def model_digest(tag: str, settings: Settings | None = None) -> str:
+    """The manifest digest of a stored model (sha256 of its signed manifest), after verifying
+    its signature: what an approval, a promotion and the audit log name.
+
+    Raises:
+        NoModelError: the tag is not in the store.
+        UntrustedModelError: its signature does not hold.
+    """
+    settings = settings or get_settings()
+    return _verify(_stored(tag, settings), settings).digest
+
+
+def verify_ms(tag: str, repeats: int = 20, settings: Settings | None = None) -> float:
+    """Median milliseconds to verify a stored model, what every load adds before unpickling:
+    reading and hashing its files and checking the Ed25519 signature (the store lookup, which
+    loading does anyway, is not counted)."""
+    settings = settings or get_settings()
+    stored = _stored(tag, settings)
+    return signing.median_ms(lambda: _verify(stored, settings), repeats)
+
+
+def _stored(tag: str, settings: Settings) -> Any:
+    """The store's model of a tag, or NoModelError."""
+    bentoml = bentoml_module(settings)
+    try:
+        return bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound as exc:
+        raise NoModelError(f"model {tag!r} is not in the store {settings.bentoml_home}") from exc
+
+
+def _unpickle(content: bytes, tag: str) -> Any:
+    """The fitted pipeline (from verified bytes); a clear error when another version of
+    readmit saved it."""
+    try:
+        return joblib.load(io.BytesIO(content))
     except (ModuleNotFoundError, ImportError, AttributeError) as exc:
         raise IncompatibleModelError(
             f"model {tag} was saved by another version of readmit and cannot be loaded here "
@@ -267,7 +351,7 @@ def production_loads(settings: Settings | None = None) -> bool:
         return False
     try:
         load_model(read_state(settings).production, settings)
-    except IncompatibleModelError:
+    except (IncompatibleModelError, UntrustedModelError):
         return False
     return True
 
@@ -285,6 +369,14 @@ def model_metadata(tag: str, settings: Settings | None = None) -> dict[str, Any]
         return _lineage(bentoml.models.get(tag))
     except bentoml.exceptions.NotFound as exc:
         raise NoModelError(f"model {tag!r} is not in the store") from exc
+
+
+def signature_status(tag: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Whether a stored model's signature holds here: its digest, or why it is refused."""
+    try:
+        return {"verified": True, "manifest_sha256": model_digest(tag, settings)}
+    except UntrustedModelError as exc:
+        return {"verified": False, "problem": exc.problem, "reason": str(exc)}
 
 
 def list_models(settings: Settings | None = None) -> list[ModelSummary]:
@@ -328,16 +420,26 @@ def _mirror_labels(state: RegistryState, settings: Settings) -> None:
         os.replace(tmp, info_path)
 
 
-def _set_production(state: RegistryState, tag: str, event: str, reason: str) -> dict[str, Any]:
+def _set_production(
+    state: RegistryState,
+    tag: str,
+    event: str,
+    reason: str,
+    digest: str,
+    approval: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     previous = state.production
     if previous and previous != tag:
         state.stages[previous] = "archived"
     state.stages[tag] = "production"
     state.production = tag
-    record = {
+    record: dict[str, Any] = {
         "at": _now(), "event": event, "tag": tag, "previous": previous, "reason": reason,
         "id": uuid.uuid4().hex[:12],  # the audit line of this decision names it (`lifecycle`)
+        "manifest_sha256": digest,  # what was put in production, provably (`signing`)
     }  # fmt: skip
+    if approval is not None:
+        record["approval"] = approval  # who approved it, why, having seen what (`approval`)
     state.history.append(record)
     return record
 
@@ -352,20 +454,33 @@ def _production_record(state: RegistryState) -> dict[str, Any] | None:
     return None
 
 
-def promote(tag: str, reason: str = "manual", settings: Settings | None = None) -> dict[str, Any]:
+def promote(
+    tag: str,
+    reason: str = "manual",
+    settings: Settings | None = None,
+    approval: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Make `tag` the production model in one atomic step; the previous one is archived.
+
+    With an approval record (`readmit.model.approval`), the record goes into the registry's
+    history (the model's lineage), and the model must be exactly the one approved: its manifest
+    digest must be the approved digest, or nothing is promoted.
 
     Idempotent: promoting the model that is already in production (a rerun of a flow killed
     half-way, a repeated command) writes no second record (whose `previous` would be the model
     itself, and a rollback a no-op); it returns the record that put it there and re-mirrors
     the labels, which the killed run may not have reached.
+
+    The model's signature is verified first: an untrusted model never becomes production. The
+    record names its manifest digest (`manifest_sha256`).
     """
     settings = settings or get_settings()
     bentoml = bentoml_module(settings)
     try:
-        resolved = str(bentoml.models.get(tag).tag)
+        stored = bentoml.models.get(tag)
     except bentoml.exceptions.NotFound as exc:
         raise NoModelError(f"cannot promote {tag!r}: it is not in the store") from exc
+    resolved = str(stored.tag)
     with _locked(settings):
         state = read_state(settings)
         if resolved not in state.stages:
@@ -373,9 +488,16 @@ def promote(tag: str, reason: str = "manual", settings: Settings | None = None) 
                 f"cannot promote {resolved}: it was never registered (its save did not complete, "
                 "so it may be missing files); save it again"
             )
+        digest = _verify(stored, settings).digest
+        approved = (approval or {}).get("approved_digest", digest)
+        if approved != digest:
+            raise RegistryError(
+                f"cannot promote {resolved}: its files (digest {digest[:16]}) are not the ones "
+                f"that were approved (digest {str(approved)[:16]}); review it again"
+            )
         record = _production_record(state) if state.production == resolved else None
         if record is None:
-            record = _set_production(state, resolved, "promoted", reason)
+            record = _set_production(state, resolved, "promoted", reason, digest, approval)
             _write_state(state, settings)
     _mirror_labels(state, settings)
     return record
@@ -410,6 +532,7 @@ def rollback(reason: str = "manual", settings: Settings | None = None) -> dict[s
 
     Raises:
         RegistryError: there is no earlier production model to restore.
+        UntrustedModelError: the earlier model's signature does not hold (it is not restored).
     """
     settings = settings or get_settings()
     with _locked(settings):
@@ -417,7 +540,8 @@ def rollback(reason: str = "manual", settings: Settings | None = None) -> dict[s
         target = previous_production(state)
         if target is None:
             raise RegistryError("nothing to roll back to: no earlier production model")
-        record = _set_production(state, target, "rolled_back", reason)
+        digest = _verify(_stored(target, settings), settings).digest
+        record = _set_production(state, target, "rolled_back", reason, digest)
         _write_state(state, settings)
     _mirror_labels(state, settings)
     return record
@@ -432,17 +556,18 @@ def _store_state_uri(settings: Settings) -> str:
     return settings.layout.registry_file(settings.model_name)
 
 
-def publish_to_store(tag: str, settings: Settings | None = None) -> str:
+def publish_to_store(tag: str, settings: Settings | None = None, *, replace: bool = False) -> str:
     """Export a model to the artifact store (local folder or s3://) and mirror the registry file.
 
     A service or worker on another machine, with an empty BENTOML_HOME, then imports the
     production model from there. The archive is written before the registry file that points
-    to it, so a reader never sees a pointer to a missing model.
+    to it, so a reader never sees a pointer to a missing model. An archive already there is
+    kept unless `replace` (a model signed since it was exported: `sign_model`).
     """
     settings = settings or get_settings()
     bentoml = bentoml_module(settings)
     uri = exported_uri(tag, settings)
-    if not storage.exists(uri):
+    if replace or not storage.exists(uri):
         with tempfile.TemporaryDirectory() as scratch:
             archive = bentoml.models.export_model(tag, f"{scratch}/model.bentomodel")
             storage.write_bytes(uri, Path(archive).read_bytes())
@@ -451,7 +576,14 @@ def publish_to_store(tag: str, settings: Settings | None = None) -> str:
 
 
 def import_production(settings: Settings | None = None) -> str | None:
-    """Import the artifact store's production model into an empty local store; its tag or None."""
+    """Import the artifact store's production model into an empty local store; its tag or None.
+
+    The imported model's signature is verified before the local pointer names it; a model that
+    fails is removed from the store again (if this call imported it) and refused.
+
+    Raises:
+        UntrustedModelError: the published model is unsigned, altered or signed with another key.
+    """
     settings = settings or get_settings()
     state_uri = _store_state_uri(settings)
     if not storage.exists(state_uri):
@@ -460,10 +592,18 @@ def import_production(settings: Settings | None = None) -> str | None:
     if remote.production is None or not storage.exists(exported_uri(remote.production, settings)):
         return None
     bentoml = bentoml_module(settings)
+    imported = False
     try:
-        bentoml.models.get(remote.production)
+        stored = bentoml.models.get(remote.production)
     except bentoml.exceptions.NotFound:
-        bentoml.models.import_model(exported_uri(remote.production, settings))
+        stored = bentoml.models.import_model(exported_uri(remote.production, settings))
+        imported = True
+    try:
+        digest = _verify(stored, settings).digest
+    except UntrustedModelError:
+        if imported:
+            bentoml.models.delete(remote.production)
+        raise
     with _locked(settings):
         local = read_state(settings)
         local.production = remote.production
@@ -474,6 +614,7 @@ def import_production(settings: Settings | None = None) -> str | None:
                 "event": "imported",
                 "tag": remote.production,
                 "source": exported_uri(remote.production, settings),
+                "manifest_sha256": digest,
             }
         )
         _write_state(local, settings)
@@ -502,3 +643,42 @@ def restore_state_file(content: bytes, settings: Settings) -> RegistryState:
         _replace_file(path, content)
     _mirror_labels(state, settings)
     return state
+
+
+# --------------------------------------------------------------------------- signing
+
+
+def sign_model(
+    tag: str, *, force: bool = False, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Sign a stored, registered model that is not (a model saved before models were signed),
+    or, with `force`, re-sign one whose signature does not hold here (after a key rotation):
+    only for a model whose files you trust. Re-exports it if it was published, so machines
+    that import it get the signature. Returns tag, digest, key id and whether it was signed.
+
+    Raises:
+        NoModelError: not in the store, or never registered (a save that did not complete).
+        RegistryError: it has a signature that does not hold, and `force` is not given.
+    """
+    settings = settings or get_settings()
+    key = signing.signing_key(settings)
+    stored = _stored(tag, settings)
+    resolved = str(stored.tag)
+    with _locked(settings):
+        if resolved not in read_state(settings).stages:
+            raise NoModelError(f"cannot sign {resolved}: it was never registered; save it again")
+        try:
+            verified = _verify(stored, settings)
+            return {"tag": resolved, "manifest_sha256": verified.digest,
+                    "key_id": verified.key_id, "signed": False}  # fmt: skip
+        except UntrustedModelError as exc:
+            if exc.problem != "unsigned" and not force:
+                raise RegistryError(
+                    f"{exc}. `readmit sign --force {resolved}` replaces its signature: only if "
+                    "you trust its files (e.g. after rotating the signing key)"
+                ) from exc
+        digest = signing.sign_folder(Path(stored.path), resolved, key)
+    if storage.exists(exported_uri(resolved, settings)):
+        publish_to_store(resolved, settings, replace=True)
+    return {"tag": resolved, "manifest_sha256": digest,
+            "key_id": signing.key_id(key.public_key()), "signed": True}  # fmt: skip

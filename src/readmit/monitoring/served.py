@@ -16,6 +16,7 @@ import pandas as pd
 
 from readmit import storage
 from readmit.data import coerce_types
+from readmit.experiments.spec import CHALLENGER_PROBABILITY, LOG_COLUMNS
 from readmit.layout import CHUNK_SUFFIX
 from readmit.serving.prediction_log import TIME_COLUMN, decode_chunk
 
@@ -57,7 +58,9 @@ def list_chunks(log_uri: str, after: str | None = None) -> list[Chunk]:
 
 
 def rows_frame(rows: Sequence[dict[str, object]]) -> pd.DataFrame:
-    """Logged rows -> a frame: schema dtypes for the features, UTC times, float probabilities.
+    """Logged rows -> a frame: schema dtypes for the features, UTC times, float probabilities,
+    and the live-experiment columns (`experiments.spec.LOG_COLUMNS`; missing in chunks written
+    before them, then empty: id and variant None, the challenger's probability NaN).
 
     Raises:
         ValueError: a required column is missing or a time or probability does not parse.
@@ -69,6 +72,10 @@ def rows_frame(rows: Sequence[dict[str, object]]) -> pd.DataFrame:
     frame = coerce_types(frame)
     frame[TIME_COLUMN] = pd.to_datetime(frame[TIME_COLUMN], utc=True, format="ISO8601")
     frame[PROBABILITY_COLUMN] = pd.to_numeric(frame[PROBABILITY_COLUMN], errors="raise")
+    for column in LOG_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = None
+    frame[CHALLENGER_PROBABILITY] = pd.to_numeric(frame[CHALLENGER_PROBABILITY], errors="raise")
     return frame
 
 

@@ -19,7 +19,15 @@ Decision = Literal[
     "batch_quarantined",
     "outcomes_received",
     "outcomes_quarantined",
+    "signed",
+    "approval",
+    "archived",
+    "experiment_started",
+    "experiment_stopped",
+    "experiment_decided",
 ]
+"""A promotion, rollback or signing names the model's manifest digest (`manifest_sha256`,
+`readmit.model.signing`): what was put in production is provable from this log."""
 
 
 def audit_record(decision: Decision, **details: Any) -> dict[str, Any]:

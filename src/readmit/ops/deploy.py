@@ -22,12 +22,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from readmit.model import registry
 from readmit.ops import processes
 from readmit.ops.processes import HOST, free_port, http_get, port_free
 from readmit.settings import PROJECT_ROOT, Settings, get_settings
+
+if TYPE_CHECKING:
+    from readmit.experiments.spec import ExperimentSpec
 
 BENTOFILE = PROJECT_ROOT / "bentos" / "readmission" / "bentofile.yaml"
 
@@ -115,16 +118,35 @@ def _env(settings: Settings, bentoml_home: str | None = None) -> dict[str, str]:
 # --------------------------------------------------------------------------- build / containerise
 
 
-def build_bento(model_tag: str | None, settings: Settings | None = None) -> str:
+def build_bento(
+    model_tag: str | None,
+    settings: Settings | None = None,
+    experiment: ExperimentSpec | None = None,
+) -> str:
     """`bentoml build` of bentos/readmission with `model_tag` packed in; returns the bento tag.
 
+    With `experiment`, the bento serves a live experiment: its `bento_args()` are passed as
+    `--arg` too, the service packs the challenger beside the champion (the bento and its image
+    carry both models) and serves them in the experiment's mode. The champion is `model_tag`
+    (default: `experiment.champion`).
+
     Raises:
+        ValueError: `model_tag` is not the experiment's champion.
         DeployError: the build failed (its output is in the message).
     """
     settings = settings or get_settings()
+    if experiment is not None:
+        model_tag = model_tag or experiment.champion
+        if model_tag != experiment.champion:
+            raise ValueError(
+                f"experiment {experiment.id}: its champion is {experiment.champion}, "
+                f"not {model_tag}"
+            )
     cmd = [*_bentoml_cmd(), "build", "-f", str(BENTOFILE), "-o", "tag"]
     if model_tag:
         cmd += ["--arg", f"model_tag={model_tag}"]
+    for name, value in (experiment.bento_args() if experiment else {}).items():
+        cmd += ["--arg", f"{name}={value}"]
     cmd.append(str(PROJECT_ROOT))
     proc = subprocess.run(
         cmd, cwd=PROJECT_ROOT, env=_env(settings), capture_output=True, text=True, timeout=600
@@ -301,13 +323,27 @@ def running_server(run_dir: Path | None = None) -> Server | None:
 # --------------------------------------------------------------------------- deploy
 
 
-def _bento_model_tag(bento_tag: str, settings: Settings) -> str | None:
+def _bento_info(bento_tag: str, settings: Settings) -> dict[str, Any]:
     info = bento_dir(bento_tag, settings) / "bento.yaml"
     if not info.exists():
-        return None
+        return {}
     import yaml
 
-    meta = yaml.safe_load(info.read_text())
+    return dict(yaml.safe_load(info.read_text()) or {})
+
+
+def bento_args(bento_tag: str, settings: Settings | None = None) -> dict[str, str]:
+    """The `--arg` values a bento was built with (`model_tag`, a live experiment's)."""
+    args = _bento_info(bento_tag, settings or get_settings()).get("args") or {}
+    return {str(k): str(v) for k, v in args.items()}
+
+
+def _bento_model_tag(bento_tag: str, settings: Settings) -> str | None:
+    """The model a bento serves: its `model_tag` argument (an experiment's bento packs the
+    challenger too), else its only packed model."""
+    meta = _bento_info(bento_tag, settings)
+    if (meta.get("args") or {}).get("model_tag"):
+        return str(meta["args"]["model_tag"])
     models = [m["tag"] for svc in meta.get("services", []) for m in svc.get("models", [])]
     return models[0] if models else None
 

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from readmit import pseudonyms
+from readmit.experiments.spec import CHALLENGER_PROBABILITY, EXPERIMENT_ID, LOG_COLUMNS, VARIANT
 from readmit.features.history import as_of
 from readmit.schema import (
     COLUMN_BY_NAME,
@@ -38,6 +39,8 @@ MONITOR_NAME = "readmission_predictions"
 MAX_IDENTIFIER = 2**53
 """Largest accepted identifier: exact in float64, which pandas may pass ids through."""
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+"""Seconds of one scoring call of a model (the fast path scores a record in about 0.3 ms)."""
 
 # --------------------------------------------------------------------------- request / response
 
@@ -121,6 +124,12 @@ class RowPrediction(BaseModel):
     probability: float
     risk: Literal["high", "low"]
     in_cohort: bool = Field(description=IN_COHORT_DOC)
+    model_tag: str | None = Field(
+        default=None,
+        description="During a live experiment, the model that answered this encounter (a "
+        "canary answers a share of patients with the challenger, at its own threshold; the "
+        "batch's `model_tag` and `threshold` are the champion's); null otherwise.",
+    )
 
 
 class BatchPrediction(BaseModel):
@@ -130,6 +139,39 @@ class BatchPrediction(BaseModel):
     threshold: float
     count: int
     predictions: list[RowPrediction]
+
+
+class VariantInfo(BaseModel):
+    """One model of a live experiment, as this worker served it."""
+
+    model_tag: str
+    requests: int = Field(
+        description="Encounters this worker scored with the model (a batch counts each; in "
+        "shadow mode the challenger scores every encounter without answering)."
+    )
+    latency_p50_ms: float | None = Field(
+        description="Median time the model took to score one call (a /predict, an adaptive "
+        "batch or a batch's share), over this worker's recent calls."
+    )
+    latency_p95_ms: float | None
+
+
+class ExperimentInfo(BaseModel):
+    """The live experiment the service was built for (`readmit.experiments.spec`)."""
+
+    id: str
+    mode: str = Field(description="shadow or canary (as built, when the arguments are invalid).")
+    canary_share: float | None = Field(
+        description="Share of patients the challenger answers (canary)."
+    )
+    champion: str
+    challenger: str
+    running: bool = Field(
+        description="False when the challenger could not be loaded: the champion then serves "
+        "alone and the rows are logged without the experiment."
+    )
+    reason: str | None = Field(default=None, description="Why the challenger is not served.")
+    variants: dict[str, VariantInfo] = Field(default_factory=dict)
 
 
 class ModelInfo(BaseModel):
@@ -147,6 +189,9 @@ class ModelInfo(BaseModel):
         default=None,
         description="Digest of the served model's signed manifest (`readmit.model.signing`), "
         "verified at load: what an approval and the audit log name.",
+    )
+    experiment: ExperimentInfo | None = Field(
+        default=None, description="The live experiment (shadow or canary), null without one."
     )
 
 
@@ -391,6 +436,10 @@ class ServiceMetrics:
     log_rows_lost: Any  # Counter: prediction-log rows dropped (the store refused them too long)
     log_ship_failures: Any  # Counter: prediction-log chunks the store refused (rows kept queued)
     log_rows_queued: Any  # Gauge (summed over live workers): prediction-log rows not yet shipped
+    variant_requests: Any  # Counter{variant, model_tag}: encounters scored per experiment variant
+    variant_latency: Any  # Histogram{variant}: seconds per scoring call of a variant's model
+    variant_errors: Any  # Counter{variant}: scoring calls of a variant that failed (challenger)
+    challenger_ready: Any  # Gauge{experiment_id, challenger_tag}: 1 challenger loaded, else 0
 
 
 @cache
@@ -438,6 +487,28 @@ def service_metrics() -> ServiceMetrics:
             "readmit_prediction_log_queued_rows",
             "Prediction-log rows waiting to be shipped after the last attempt (live workers).",
             multiprocess_mode="livesum",
+        ),
+        variant_requests=prom.Counter(
+            "readmit_variant_requests",
+            "Encounters scored by each model of a live experiment (shadow: both score all).",
+            ["variant", "model_tag"],
+        ),
+        variant_latency=prom.Histogram(
+            "readmit_variant_latency_seconds",
+            "Time a live experiment's model took per scoring call.",
+            ["variant"],
+            buckets=LATENCY_BUCKETS,
+        ),
+        variant_errors=prom.Counter(
+            "readmit_variant_errors",
+            "Scoring calls of a live experiment's challenger that failed (the champion answered).",
+            ["variant"],
+        ),
+        challenger_ready=prom.Gauge(
+            "readmit_experiment_challenger_ready",
+            "1 when the live experiment's challenger is loaded, 0 when the champion serves alone.",
+            ["experiment_id", "challenger_tag"],
+            multiprocess_mode="min",
         ),
     )
 
@@ -491,25 +562,51 @@ LOGGED_FEATURES: tuple[str, ...] = tuple(c for c in INPUT_COLUMNS if c not in ID
 LOGGED_FROM_RECORD: tuple[str, ...] = (*pseudonyms.KEY_COLUMNS, *LOGGED_FEATURES)
 """What a prediction-log row takes from a (pseudonymised) record, in this order."""
 PREDICTION_COLUMNS = ("probability", "risk", "model_tag")
+EXPERIMENT_LOG_COLUMNS = LOG_COLUMNS
+"""After the prediction: the live experiment's id, the answering variant and (shadow) the
+challenger's probability (`readmit.experiments.spec.LOG_COLUMNS`); None outside an experiment."""
+
+
+@dataclass(frozen=True)
+class ExperimentLog:
+    """Per row (in record order), what a live experiment adds to the prediction log."""
+
+    experiment_ids: Sequence[str | None]
+    variants: Sequence[str | None]
+    challenger_probabilities: Sequence[float | None]
 
 
 def log_rows(
     records: Sequence[Mapping[str, Any]],
     probabilities: Sequence[float],
     risks: Sequence[str],
-    model_tag: str,
+    model_tag: str | Sequence[str],
+    experiment: ExperimentLog | None = None,
 ) -> list[dict[str, Any]]:
     """The prediction-log rows of these answers, one per record: the pseudonyms, the features,
-    then the prediction (the monitor adds the time).
+    the prediction, then the experiment's columns (the monitor adds the time).
 
     Only the pseudonyms and the contract's input features are taken from the (pseudonymised)
     records, so a raw identifier, or anything else a record might carry, can never reach the
-    log. The pseudonyms join outcomes to these rows later (`readmit.pseudonyms`).
+    log. The pseudonyms join outcomes to these rows later (`readmit.pseudonyms`). `model_tag`
+    is one tag, or one per record (a canary answers with two models); without `experiment`
+    the experiment columns are None.
     """
+    n = len(records)
+    tags = [model_tag] * n if isinstance(model_tag, str) else model_tag
+    if experiment is None:
+        ids: Sequence[Any] = [None] * n
+        variants, challenger = ids, ids
+    else:
+        ids, variants = experiment.experiment_ids, experiment.variants
+        challenger = experiment.challenger_probabilities
     rows = []
-    for record, probability, risk in zip(records, probabilities, risks, strict=True):
+    for record, probability, risk, tag, eid, variant, other in zip(
+        records, probabilities, risks, tags, ids, variants, challenger, strict=True
+    ):
         row = {name: record.get(name) for name in LOGGED_FROM_RECORD}
-        row["probability"], row["risk"], row["model_tag"] = probability, risk, model_tag
+        row["probability"], row["risk"], row["model_tag"] = probability, risk, tag
+        row[EXPERIMENT_ID], row[VARIANT], row[CHALLENGER_PROBABILITY] = eid, variant, other
         rows.append(row)
     return rows
 
@@ -518,11 +615,12 @@ def log_columns(
     records: Sequence[Mapping[str, Any]],
     probabilities: Sequence[float],
     risks: Sequence[str],
-    model_tag: str,
+    model_tag: str | Sequence[str],
+    experiment: ExperimentLog | None = None,
 ) -> list[tuple[str, str, str, list[Any]]]:
     """The same rows (`log_rows`) as columns for `bentoml.monitor`'s column API:
     (name, role, type, values)."""
-    rows = log_rows(records, probabilities, risks, model_tag)
+    rows = log_rows(records, probabilities, risks, model_tag, experiment)
     cols = [
         (name, "feature", "categorical", [row[name] for row in rows])
         for name in pseudonyms.KEY_COLUMNS
@@ -531,10 +629,17 @@ def log_columns(
         (name, "feature", _monitor_type(name), [row[name] for row in rows])
         for name in LOGGED_FEATURES
     ]
-    kinds = {"probability": "numerical", "risk": "categorical", "model_tag": "categorical"}
+    kinds = {
+        "probability": "numerical",
+        "risk": "categorical",
+        "model_tag": "categorical",
+        EXPERIMENT_ID: "categorical",
+        VARIANT: "categorical",
+        CHALLENGER_PROBABILITY: "numerical",
+    }
     cols += [
         (name, "prediction", kinds[name], [row[name] for row in rows])
-        for name in PREDICTION_COLUMNS
+        for name in (*PREDICTION_COLUMNS, *EXPERIMENT_LOG_COLUMNS)
     ]
     return cols
 
@@ -543,12 +648,14 @@ def logged_rows(
     records: Sequence[Mapping[str, Any]],
     probabilities: Sequence[float],
     risks: Sequence[str],
-    model_tag: str,
+    model_tag: str | Sequence[str],
     at: str,
+    experiment: ExperimentLog | None = None,
 ) -> list[dict[str, Any]]:
     """The prediction-log rows the service writes for these answers (`log_rows`), stamped
     `at` (ISO UTC): what replays, benchmarks and tests ship when they stand in for the service."""
-    return [{**row, TIME_COLUMN: at} for row in log_rows(records, probabilities, risks, model_tag)]
+    rows = log_rows(records, probabilities, risks, model_tag, experiment)
+    return [{**row, TIME_COLUMN: at} for row in rows]
 
 
 # --------------------------------------------------------------------------- ASGI guard

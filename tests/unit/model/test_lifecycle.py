@@ -66,3 +66,7 @@ def test_apply_promotes_archives_and_audits(fresh_settings: Settings) -> None:
     assert records[1]["champion"] == champion and records[1]["reasons"] == LOSES.reasons
     assert records[2]["previous"] == champion and records[2]["challenger_auc"] == 0.67
     assert pd.notna(records[2]["at"])
+    # a promotion names the digest of the signed files it put in production
+    assert records[0]["manifest_sha256"] == registry.model_digest(champion, fresh_settings)
+    assert records[2]["manifest_sha256"] == registry.model_digest(winner, fresh_settings)
+    assert records[0]["manifest_sha256"] != records[2]["manifest_sha256"]

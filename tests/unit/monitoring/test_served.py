@@ -69,3 +69,24 @@ def test_rows_frame_names_what_is_missing() -> None:
         served.rows_frame([{"timestamp": "2026-12-04T00:00:00+00:00", "probability": 0.1}])
     frame = served.rows_frame([_row(datetime(2026, 1, 1, tzinfo=UTC), 0.5)])
     assert isinstance(frame["timestamp"].dtype, pd.DatetimeTZDtype)
+
+
+def test_chunks_without_the_experiment_columns_read_like_rows_outside_an_experiment(
+    tmp_path: Path,
+) -> None:
+    """Chunks shipped before the live-experiment columns existed still read, with the columns
+    empty, next to chunks that carry them."""
+    log_uri = str(tmp_path / "logs")
+    t0 = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+    _write_chunk(log_uri, t0, [_row(t0, 0.1)], 1)  # an old chunk
+    shadow = {"experiment_id": "exp-1", "variant": "champion", "challenger_probability": 0.3}
+    _write_chunk(log_uri, t0 + timedelta(seconds=1), [_row(t0, 0.2, **shadow)], 2)
+    frames, bad = served.read_chunks(served.list_chunks(log_uri), str(tmp_path / "bad"))
+    assert not bad
+    old, new = (frame for _, frame in frames)
+    assert old[["experiment_id", "variant"]].isna().all(axis=None)
+    assert old["challenger_probability"].isna().all()
+    assert str(old["challenger_probability"].dtype) == "float64"
+    assert new.iloc[0][["experiment_id", "variant"]].tolist() == ["exp-1", "champion"]
+    both = pd.concat([old, new], ignore_index=True)
+    assert both["challenger_probability"].tolist()[1] == pytest.approx(0.3)

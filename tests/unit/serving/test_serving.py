@@ -125,7 +125,10 @@ def test_log_columns_never_carry_identifiers() -> None:
     values = dict((c[0], c[3][0]) for c in cols)
     assert values["patient_key"] == pseudonyms.pseudonym(KEY, "patient_nbr", 42)
     assert values["encounter_key"] == pseudonyms.pseudonym(KEY, "encounter_id", 7)
-    assert names[-3:] == ["probability", "risk", "model_tag"]
+    assert names[-6:] == [
+        "probability", "risk", "model_tag", "experiment_id", "variant", "challenger_probability"
+    ]  # fmt: skip
+    assert [values[n] for n in names[-3:]] == [None, None, None]  # no live experiment
     assert {c[1] for c in cols} <= {"feature", "prediction"}
     assert dict((c[0], c[2]) for c in cols)["time_in_hospital"] == "numerical"
 
