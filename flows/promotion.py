@@ -86,6 +86,7 @@ def promotion_flow(
                     artifacts_uri=settings.artifacts_uri, approval=record.to_dict())  # fmt: skip
     logger.info("%s %s: %s", outcome.audit, challenger, outcome.reason)
     registry.publish_to_store(challenger)
+    lifecycle.retire(settings.model_retention, settings.artifacts_uri)
     out: dict[str, Any] = {"challenger": challenger, "champion": champion, "stage": outcome.stage,
                            "approval": record.to_dict()}  # fmt: skip
     if outcome.stage == "production" and redeploy_service:

@@ -250,6 +250,7 @@ def retraining_flow(
         approved = approve(tag, champion_tag, decision, evaluations, champion_eval)
         outcome = approval.outcome_after_approval(outcome, approved)
     outcome = settle(tag, outcome, decision, champion_tag, approved)
+    lifecycle.retire(settings.model_retention, settings.artifacts_uri)
     publish_decision(tag, champion_tag, decision)
     out: dict[str, Any] = {"challenger": tag, "champion": champion_tag, **decision.to_dict()}
     if outcome.stage == "production" and redeploy_service:

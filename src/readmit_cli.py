@@ -102,6 +102,16 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_retire(args: argparse.Namespace) -> int:
+    """Archive the models past the retention count (exported first), audited."""
+    from readmit.model import lifecycle
+
+    settings = get_settings()
+    retired = lifecycle.retire(args.keep or settings.model_retention, settings.artifacts_uri)
+    print(json.dumps({"archived": retired}))
+    return 0
+
+
 def cmd_models_rollback(args: argparse.Namespace) -> int:
     """Restore the previous production model (atomic), audit it, redeploy a running service."""
     from readmit.model import registry
@@ -345,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("tag")
     promote.add_argument("--reason", default="manual promotion")
     promote.set_defaults(func=cmd_models_promote)
+    retire = msub.add_parser("retire", help="archive models past the retention count (exported)")
+    retire.add_argument("--keep", type=int, default=None, help="default READMIT_MODEL_RETENTION")
+    retire.set_defaults(func=cmd_models_retire)
     rollback = msub.add_parser("rollback", help="restore the previous production model")
     rollback.add_argument("--reason", default="manual rollback")
     rollback.set_defaults(func=cmd_models_rollback)

@@ -191,6 +191,14 @@ class Settings(BaseSettings):
         "is not promoted (it is archived with that reason) and the run completes.",
     )
 
+    model_retention: int = Field(
+        default=10,
+        ge=1,
+        description="Models kept in service stages; older ones (never production or its "
+        "rollback target) are archived after each retraining or promotion, exported to the "
+        "artifact store first (`readmit models retire`).",
+    )
+
     # Production mode and where secrets come from (`readmit.secret_sources`).
     env: str = Field(
         default="development",

@@ -101,6 +101,7 @@ def test_a_served_request_reaches_monitoring_and_its_outcome_turns_it_realised(
         drifted = drift.inject(clean, "unseen_category", "strong", seed=3)  # major (measured)
         _serve(bento, drifted, tmp_path / "serve-drifted")
         outcomes.drop(settings.artifacts_uri, "drifted", drifted)
+        _wait_no_retraining_running(timeout_s=420)  # an earlier drift's run would cancel ours
         since = pendulum.now("UTC")
         third = run_deployment("monitoring/monitoring", parameters={"cooldown_s": 0}, timeout=300)
         assert third.state.is_completed(), third.state
@@ -155,6 +156,24 @@ def _serve(bento: str, feed: pd.DataFrame, run_dir: Path) -> None:
         time.sleep(3 * FLUSH_S)
     finally:
         deploy.stop_server(proc.pid)  # SIGTERM: ships what is queued
+
+
+def _wait_no_retraining_running(timeout_s: float) -> None:
+    """Until no retraining run is scheduled, pending or running: the deployment cancels a new
+    run while one is going (concurrency limit 1), and earlier drift in the session may have
+    started one."""
+
+    async def busy() -> bool:
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["retraining"]))
+            )
+        return any(r.state is not None and not r.state.is_final() for r in runs)
+
+    deadline = time.monotonic() + timeout_s
+    while asyncio.run(busy()):
+        assert time.monotonic() < deadline, f"a retraining run still going after {timeout_s} s"
+        time.sleep(3)
 
 
 def _wait_for_retraining(since: Any, timeout_s: float) -> Any:

@@ -7,6 +7,7 @@ promotion) and the audit log. The flows only call them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -119,3 +120,32 @@ def _audited(artifacts_uri: str, record_id: str | None) -> bool:
     if record_id is None:  # a record written before records had ids: cannot tell, audit it
         return False
     return any(r.get("registry_record") == record_id for r in audit.read(artifacts_uri))
+
+
+def to_retire(models: Sequence[registry.ModelSummary], keep: int, protected: set[str]) -> list[str]:
+    """Models past the retention count: beyond the newest `keep` (newest first, as
+    `registry.list_models` gives them), never a protected one (production, the rollback target),
+    and not archived already."""
+    kept, out = 0, []
+    for model in models:
+        if model.tag in protected:
+            continue
+        if kept < keep:
+            kept += 1
+        elif model.stage != "archived":
+            out.append(model.tag)
+    return out
+
+
+def retire(keep: int, artifacts_uri: str) -> list[str]:
+    """Archive the models past the retention count, each exported to the artifact store first
+    (archived, never lost: `readmit models` can still show, sign or promote it), and audited."""
+    state = registry.read_state()
+    protected = {t for t in (state.production, registry.previous_production(state)) if t}
+    retired = to_retire(registry.list_models(), keep, protected)
+    reason = f"retention: older than the newest {keep} models"
+    for tag in retired:
+        exported = registry.publish_to_store(tag)
+        registry.set_stage(tag, "archived", reason=reason)
+        audit.append(artifacts_uri, "archived", tag=tag, reason=reason, exported=exported)
+    return retired

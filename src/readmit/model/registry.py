@@ -391,16 +391,17 @@ def list_models(settings: Settings | None = None) -> list[ModelSummary]:
         return []
     for stored in stored_models:
         tag, meta = str(stored.tag), stored.info.metadata
-        rows.append(
+        rows.append((
+            stored.info.creation_time,  # full precision: models saved within one second
             ModelSummary(
                 tag=tag,
                 stage=state.stages.get(tag, stored.info.labels.get("stage", "candidate")),
                 created_at=stored.info.creation_time.isoformat(timespec="seconds"),
                 roc_auc=(meta.get("metrics") or {}).get("roc_auc"),
                 label_definition=meta.get("label_definition"),
-            )
-        )
-    return sorted(rows, key=lambda r: r.created_at, reverse=True)
+            ),
+        ))  # fmt: skip
+    return [summary for _, summary in sorted(rows, key=lambda r: r[0], reverse=True)]
 
 
 def _mirror_labels(state: RegistryState, settings: Settings) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.dummy import DummyClassifier
 
+from readmit import storage
 from readmit.model import lifecycle, registry
 from readmit.model.gates import GateResult
 from readmit.ops import audit
@@ -70,3 +71,34 @@ def test_apply_promotes_archives_and_audits(fresh_settings: Settings) -> None:
     assert records[0]["manifest_sha256"] == registry.model_digest(champion, fresh_settings)
     assert records[2]["manifest_sha256"] == registry.model_digest(winner, fresh_settings)
     assert records[0]["manifest_sha256"] != records[2]["manifest_sha256"]
+
+
+def test_retention_keeps_the_newest_production_and_rollback_target_and_skips_the_archived():
+    def summary(tag: str, stage: str) -> registry.ModelSummary:
+        return registry.ModelSummary(tag, stage, "2026-01-01", None, None)
+
+    newest_first = [summary("m:9", "candidate"), summary("m:8", "production"),
+                    summary("m:7", "candidate"), summary("m:6", "archived"),
+                    summary("m:5", "candidate"), summary("m:4", "archived"),
+                    summary("m:3", "candidate")]  # fmt: skip
+    protected = {"m:8", "m:3"}  # production, and the model a rollback would restore
+    assert lifecycle.to_retire(newest_first, 2, protected) == ["m:5"]
+    assert lifecycle.to_retire(newest_first, 1, protected) == ["m:7", "m:5"]
+    assert lifecycle.to_retire(newest_first, 10, protected) == []
+
+
+def test_retire_exports_then_archives_and_audits(fresh_settings):
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.random.default_rng(0).normal(size=(40, 2))
+    fitted = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
+    tags = [registry.save_model(fitted, {"threshold": 0.1}) for _ in range(4)]
+    registry.promote(tags[1])
+    registry.promote(tags[2])  # production; tags[1] is the rollback target
+    retired = lifecycle.retire(1, fresh_settings.artifacts_uri)
+    assert retired == [tags[0]]
+    assert {m.tag: m.stage for m in registry.list_models()}[tags[0]] == "archived"
+    assert storage.exists(registry.exported_uri(tags[0], fresh_settings))
+    line = audit.read(fresh_settings.artifacts_uri)[-1]
+    assert line["decision"] == "archived" and line["tag"] == tags[0]
+    assert registry.load_model(tags[0]).tag == tags[0]  # archived, not lost

@@ -113,3 +113,18 @@ def test_a_model_saved_by_another_version_is_a_clear_error(fresh_settings, monke
     assert registry.production_tag() == tag and not registry.production_loads()
     registry.promote(registry.save_model(_model(3), {"threshold": 0.2}))
     assert registry.production_loads()
+
+
+def test_a_promotion_takes_only_the_model_that_was_approved_and_records_the_approval(
+    fresh_settings,
+):
+    tag = registry.save_model(_model(3), {"threshold": 0.1})
+    digest = registry.model_digest(tag)
+    other = {"reviewer": "Dr. Ada", "approved_digest": "0" * 64}
+    with pytest.raises(registry.RegistryError, match="not the ones that were approved"):
+        registry.promote(tag, reason="approved", approval=other)
+    assert registry.production_tag() is None
+    approved = {"reviewer": "Dr. Ada", "rationale": "won its experiment", "approved_digest": digest}
+    record = registry.promote(tag, reason="approved", approval=approved)
+    assert record["approval"] == approved and record["manifest_sha256"] == digest
+    assert registry.read_state().history[-1]["approval"]["reviewer"] == "Dr. Ada"
