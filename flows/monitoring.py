@@ -264,10 +264,17 @@ def monitoring_flow(max_batches: int = 20, cooldown_s: float = 1800.0) -> dict[s
         champion, windows.windows_to_assess(settings.layout, served.pieces, new_outcomes)
     )
     reports = [w.report for w in served_windows]
+    raised: set[str] = set()  # alerts an event (or the cooldown) already covered
+    event = False
     for batch_id in inbox.pending(settings.artifacts_uri)[:max_batches]:
         frame = take_batch(batch_id)
         if frame is not None:
             reports.append(assess_batch(champion, batch_id, frame, labelled=False))
+            if reports[-1].alert:  # before the batch leaves the inbox: no run assesses it again
+                alerts = [r for r in reports if r.alert and r.batch_id not in raised]
+                event = maybe_emit(champion[0], alerts, state, cooldown_s) or event
+                raised.update(r.batch_id for r in alerts)
+                storage.write_json(state_url, state)  # the cooldown survives a failed run
             inbox.mark_processed(settings.artifacts_uri, batch_id)
     assessed = set(state.get("labelled_assessed", []))
     for batch_id in inbox.labelled_batches(settings.artifacts_uri):
@@ -276,8 +283,8 @@ def monitoring_flow(max_batches: int = 20, cooldown_s: float = 1800.0) -> dict[s
             reports.append(assess_batch(champion, batch_id, frame, labelled=True))
             assessed.add(batch_id)
     state["labelled_assessed"] = sorted(assessed)
-    alerts = [r for r in reports if r.alert]
-    event = bool(alerts) and maybe_emit(champion[0], alerts, state, cooldown_s)
+    alerts = [r for r in reports if r.alert and r.batch_id not in raised]
+    event = (bool(alerts) and maybe_emit(champion[0], alerts, state, cooldown_s)) or event
     state["last_success_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     storage.write_json(state_url, state)
     if reports:

@@ -15,7 +15,7 @@ wait in the inbox, the first one strongly drifted.
    drift report, the inbox is empty, the monitoring state is written, no drift event twice;
    every batch was assessed once, but the one caught inside its move (assessed again: its
    report is rewritten, same place). And the drift of the first batch, assessed by a run that
-   then failed, must still raise its event: today it does not (see the xfail below).
+   then failed, still raises its event: it is emitted before the batch leaves the inbox.
 
 S3 requests get 2 attempts while the store is down (the default is 8, with back-off: a short
 outage is ridden out, which is what test_s3_retries.py checks), the default after.
@@ -260,7 +260,11 @@ def test_runs_fail_cleanly_and_after_recovery_each_batch_is_taken_once(
     assert first["state"] is None  # a failed run leaves the state as it was (none yet)
     between = outage["down_between_batches"]
     assert between["inbox"] == BATCHES[1:] and between["batches"] == [f"{BATCHES[0]}.csv"]
-    assert between["reports"] == [BATCHES[0]] and between["state"] is None
+    assert between["reports"] == [BATCHES[0]]
+    # its drift event was raised before the batch left the inbox, and the cooldown kept with it
+    assert [e["batch_ids"] for e in between["drift_events"]] == [[BATCHES[0]]]
+    assert between["state"] is not None and between["state"]["last_event_at"]
+    assert "last_success_at" not in between["state"]
     inside = outage["down_inside_a_move"]
     assert inside["inbox"] == BATCHES[1:]  # copied, not yet deleted: not lost
     assert inside["batches"] == [f"{b}.csv" for b in BATCHES[:2]]
@@ -280,12 +284,6 @@ def test_runs_fail_cleanly_and_after_recovery_each_batch_is_taken_once(
     assert len(after["drift_events"]) <= 1, after["drift_events"]  # never twice
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (flows/monitoring.py): a batch is moved out of the inbox right after "
-    "its assessment, but drift events are emitted at the end of the run; a run that fails in "
-    "between loses the alert of the batches it already moved, and no later run assesses them",
-)
 def test_drift_seen_by_a_run_that_then_failed_still_raises_its_event(
     outage: dict[str, Any],
 ) -> None:
