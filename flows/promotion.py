@@ -77,7 +77,7 @@ def promotion_flow(
         raise ValueError(f"experiment {experiment_id} decided {experiment.get('outcome')}: "
                          f"{challenger} is not a candidate for promotion")  # fmt: skip
     record = request_approval(packet, settings)
-    audit.append(settings.artifacts_uri, "approval", **record.to_dict())
+    audit.append(settings.artifacts_uri, "approval", **record.audit_fields())
     proposed = lifecycle.Outcome("production", f"won experiment {experiment_id}" if experiment_id
                                  else "promoted by hand after approval", "promoted")  # fmt: skip
     outcome = approval.outcome_after_approval(proposed, record)

@@ -165,7 +165,7 @@ def approve(
         tag, champion, decision, evaluations["model"], champion_eval, digests
     )
     record = request_approval(packet, settings)
-    audit.append(settings.artifacts_uri, "approval", **record.to_dict())
+    audit.append(settings.artifacts_uri, "approval", **record.audit_fields())
     return record
 
 

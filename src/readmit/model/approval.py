@@ -182,6 +182,15 @@ class ApprovalRecord:
         """JSON-serialisable form (audit log, registry record)."""
         return asdict(self)
 
+    def audit_fields(self) -> dict[str, Any]:
+        """The audit line's details (`ops.audit.append(uri, "approval", **fields)`): the
+        record, its decision as `outcome` (the line's own `decision` is "approval") and the
+        challenger as `tag`, as every lifecycle line names its model."""
+        fields = self.to_dict()
+        fields["outcome"] = fields.pop("decision")
+        fields["tag"] = fields.pop("challenger")
+        return fields
+
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")

@@ -101,3 +101,14 @@ def test_the_auto_policy_approves_and_says_so() -> None:
     assert "READMIT_APPROVAL=auto" in record.rationale
     archived = Outcome("archived", "gate failed", "rejected")  # approval never revives a loser
     assert approval.outcome_after_approval(archived, record) == archived
+
+
+def test_the_approval_goes_to_the_audit_log_as_one_line(tmp_path) -> None:
+    from readmit.ops import audit
+
+    record = approval.reviewed(_packet(), "reject", "Dr. Ada", "subgroup 80+ is worse", "required")
+    audit.append(str(tmp_path), "approval", **record.audit_fields())
+    (line,) = audit.read(str(tmp_path))
+    assert line["decision"] == "approval" and line["outcome"] == "rejected"
+    assert line["tag"] == "readmission:new" and line["reviewer"] == "Dr. Ada"
+    assert line["packet_sha256"] == _packet().sha256()
