@@ -27,25 +27,25 @@ from readmit.settings import get_settings
 
 
 @task(cache_policy=NO_CACHE)
-def gather(champion: registry.LoadedModel | None, recent_batches: int) -> retraining.RetrainingData:
-    """Champion's training cohort + every labelled batch -> challenger data and fair holdout."""
+def gather(base: dict[str, Any], recent_batches: int) -> retraining.RetrainingData:
+    """The chain's base training cohort + every labelled batch and matured served window ->
+    challenger data and fair holdout."""
     settings = get_settings()
-    meta = champion.metadata if champion else {}
-    uri = (meta.get("data") or {}).get("uri") or settings.data_uri
+    uri = base["uri"]
     expected = settings.data_sha256 if uri == settings.data_uri else None
     frame = data.read_encounters(uri, expected).frame
-    base = retraining.champion_training_rows(
+    base_rows = retraining.champion_training_rows(
         frame,
-        meta.get("training_window", "reference"),
+        base["training_window"],
         settings.reference_fraction,
-        meta.get("holdout_fraction", 0.2),
+        base["holdout_fraction"],
         settings.seed,
     )
     batch_ids = inbox.labelled_batches(settings.artifacts_uri)
     labelled = [inbox.load_labelled(settings.artifacts_uri, b) for b in batch_ids]
     served = production_batches()
     assembled = retraining.assemble(
-        base,
+        base_rows,
         labelled + served,
         key=settings.pseudonym_key_bytes,
         recent_batches=recent_batches,
@@ -124,6 +124,7 @@ def register_challenger(
         window="cumulative",
     )
     metadata |= {
+        "base": context["base"],  # what the next retraining starts from (`training_base`)
         "gate": decision.to_dict(),
         "champion": context["champion"],
         "retraining_reason": context["reason"],
@@ -226,7 +227,8 @@ def retraining_flow(
     )
     champion = load_champion()
     champion_tag = champion.tag if champion else None
-    assembled = gather(champion, recent_batches)
+    base = retraining.training_base(champion.metadata if champion else {}, settings.data_uri)
+    assembled = gather(base, recent_batches)
     result = fit(assembled.train, label, settings.seed, search_budget_s)
     evaluations = assess(result, assembled.holdout, label)
     champion_eval = assess_champion(champion, assembled.holdout, label)
@@ -242,6 +244,7 @@ def retraining_flow(
         "champion": champion_tag,
         "reason": reason,
         "version": version,
+        "base": base,
     }
     tag = register_challenger(result, evaluations, decision, assembled, context)
     outcome = lifecycle.decide_challenger(decision)

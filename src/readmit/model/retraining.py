@@ -10,8 +10,10 @@ after it), which is the order the patient-history store learns from.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import pandas as pd
 
@@ -48,6 +50,26 @@ class RetrainingData:
     def holdout(self) -> pd.DataFrame:
         """Cohort rows both models are judged on."""
         return data.exclude_died_or_hospice(self.holdout_feed)
+
+
+def training_base(metadata: Mapping[str, Any], default_uri: str) -> dict[str, Any]:
+    """What a challenger's data starts from: the training data of the first model of its chain.
+
+    A trained model is its own base (its data URI, window and holdout fraction); a retrained
+    one carries its chain's base as `base` (its own data is "cumulative": the base plus every
+    labelled batch and matured served window, which the next retraining gathers again). A
+    retrained model registered before `base` was recorded falls back to the settings' data.
+    """
+    if metadata.get("base"):
+        return dict(metadata["base"])
+    uri = (metadata.get("data") or {}).get("uri")
+    if not uri or uri == "cumulative":
+        return {"uri": default_uri, "training_window": "reference", "holdout_fraction": 0.2}
+    return {
+        "uri": uri,
+        "training_window": metadata.get("training_window", "reference"),
+        "holdout_fraction": metadata.get("holdout_fraction") or 0.2,
+    }
 
 
 def champion_training_rows(

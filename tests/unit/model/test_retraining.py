@@ -99,3 +99,18 @@ def test_a_challenger_learns_from_raw_training_rows_and_keyed_served_rows(full_f
     assert len(result.train_feed) + len(result.holdout_feed) <= 5000
     assert set(result.holdout[ENCOUNTER_KEY]) <= set(pd.concat(batches[-2:])[ENCOUNTER_KEY])
     assert result.train_feed[PATIENT_KEY].notna().all()
+
+
+def test_a_retrained_champion_is_retrained_from_its_chains_base():
+    """A challenger's own data is "cumulative" (no file to read): it records its chain's base,
+    so retraining after a retraining starts from the same training data as the first."""
+    trained = {"data": {"uri": "s3://bucket/feed.csv"}, "training_window": "all",
+               "holdout_fraction": 0.25}  # fmt: skip
+    base = retraining.training_base(trained, "default.csv")
+    assert base == {"uri": "s3://bucket/feed.csv", "training_window": "all",
+                    "holdout_fraction": 0.25}  # fmt: skip
+    retrained = {"data": {"uri": "cumulative"}, "training_window": "cumulative", "base": base}
+    assert retraining.training_base(retrained, "default.csv") == base
+    before_the_fix = {"data": {"uri": "cumulative"}, "training_window": "cumulative"}
+    assert retraining.training_base(before_the_fix, "default.csv")["uri"] == "default.csv"
+    assert retraining.training_base({}, "default.csv")["training_window"] == "reference"
