@@ -24,6 +24,13 @@ experiments (default 400):
   whose errors are correlated (`shared_noise` 0.8: prediction correlation about 0.96, typical
   of a challenger retrained on the same features, against 0.85 with independent noise).
 
+`realism`: which case a real retraining is in. A real champion (the project's features and
+XGBoost on the oldest 30,000 encounters) and a real retrained challenger (45,000: the same plus
+what came after) score 10,000 later encounters of other patients; their prediction correlation
+is measured, the simulation's model errors are correlated to match it (`shared_noise`, closest
+on a grid), and the A/A rate and power for +0.01 AUC are run there
+(`power_auc_plus_0_01_matched`).
+
 `serving`: what a live experiment costs the service. Two models of production size (the
 project's feature pipeline with XGBoost, 300 and 400 trees, fitted on 30,000 encounters), in a
 model store of their own (the project's stays untouched), packed by the same `bentoml build`
@@ -332,6 +339,68 @@ def _serving_summary(
     }
 
 
+def _real_pair(settings: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A real champion and a real retrained challenger on real later encounters: the champion
+    fitted on the oldest 30,000 encounters, the challenger on 45,000 (the champion's data plus
+    what came after, as a retraining does), both with the project's feature pipeline and
+    XGBoost; their probabilities and the outcomes of 10,000 later encounters of other patients."""
+    from sklearn.pipeline import Pipeline
+    from xgboost import XGBClassifier
+
+    from readmit import data, features, pseudonyms
+
+    key = settings.pseudonym_key_bytes
+    frame = data.in_time_order(
+        data.exclude_died_or_hospice(data.read_encounters(settings.data_uri).frame)
+    )
+    keyed = pseudonyms.add_keys(frame, key)
+    later = keyed.iloc[60_000:]
+    later = later[~later["patient_nbr"].isin(keyed.iloc[:45_000]["patient_nbr"])].iloc[:10_000]
+    scores = []
+    for rows in (30_000, 45_000):
+        train = keyed.iloc[:rows]
+        pipe = Pipeline([
+            ("history", features.PatientHistory(pseudonyms.fingerprint(key))),
+            ("features", features.EncounterFeatures()),
+            ("encode", features.FeatureEncoder()),
+            ("model", XGBClassifier(n_estimators=300, max_depth=5, learning_rate=0.05,
+                                    subsample=0.8, n_jobs=2, random_state=0)),
+        ])  # fmt: skip
+        pipe.fit(train, features.make_label(train, "<30"))
+        scores.append(pipe.predict_proba(later)[:, 1])
+    return scores[0], scores[1], np.asarray(features.make_label(later, "<30"))
+
+
+def realism_figures(experiments: int = 400, seed: int = 0) -> dict[str, Any]:
+    """Which simulated case a real retraining is in: the prediction correlation of a real
+    champion and its retrained challenger on real later encounters, the simulation's model
+    errors correlated to match it, and the power and A/A rate there (module doc)."""
+    from sklearn.metrics import roc_auc_score
+
+    from readmit.settings import get_settings
+
+    champion, challenger, labels = _real_pair(get_settings())
+    measured = float(np.corrcoef(champion, challenger)[0, 1])
+    grid = [0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95]
+    simulated = {g: _prediction_correlation(dataclasses.replace(simulation.BETTER, shared_noise=g),
+                                            seed) for g in grid}  # fmt: skip
+    shared = min(grid, key=lambda g: abs(simulated[g] - measured))
+    same, better = (dataclasses.replace(spec, shared_noise=shared)
+                    for spec in (simulation.SAME, simulation.BETTER))  # fmt: skip
+    aa = _run(same, "shadow", experiments, seed + 40)
+    power = _run(better, "shadow", experiments, seed + 41)
+    return {
+        "real_prediction_correlation": round(measured, 4),
+        "real_auc_champion": round(float(roc_auc_score(labels, champion)), 4),
+        "real_auc_challenger": round(float(roc_auc_score(labels, challenger)), 4),
+        "matched_shared_noise": shared,
+        "matched_prediction_correlation": round(simulated[shared], 4),
+        "aa_false_positive_rate_matched": 1.0 - aa.rate("inconclusive"),
+        "power_auc_plus_0_01_matched": power.rate("challenger_better"),
+        "median_outcomes_to_decision_matched": power.median_n("challenger_better"),
+    }
+
+
 def signing_figures(repeats: int = 20) -> dict[str, Any]:
     """`verify_ms`: what verifying a model's signature adds to every load (median of `repeats`),
     against a whole `load_model`, for a production-size model in a store of its own."""
@@ -357,6 +426,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "statistics": lambda args: statistics_figures(args.experiments, args.seed),
     "serving": lambda args: serving_figures(args.serving_seconds, args.serving_rounds),
     "signing": lambda args: signing_figures(),
+    "realism": lambda args: realism_figures(args.experiments, args.seed),
 }
 """One function per section (`--only NAME` runs some); each returns its JSON figures."""
 
