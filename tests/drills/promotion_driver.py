@@ -72,7 +72,7 @@ def main(spec_file: str) -> None:
     from prefect.logging import disable_run_logger
 
     from flows.retraining import settle
-    from readmit.model import gates, registry
+    from readmit.model import gates, lifecycle, registry
     from readmit.settings import get_settings
 
     spec = json.loads(Path(spec_file).read_text())
@@ -84,8 +84,9 @@ def main(spec_file: str) -> None:
         model = joblib.load(spec["model_file"])
         metadata = {"threshold": 0.15, "label_definition": "<30", "champion": spec["champion"]}
         registry.save_model(model, metadata, version=spec["version"], settings=settings)
-    with disable_run_logger():
-        settle.fn(tag, gates.GateResult(**WINS), spec["champion"])
+    gate = gates.GateResult(**WINS)
+    with disable_run_logger():  # approved before settle (flows.approval); the drill kills after
+        settle.fn(tag, lifecycle.decide_challenger(gate), gate, spec["champion"], None)
     print(json.dumps({"tag": tag, "production": registry.production_tag(settings)}))
 
 
