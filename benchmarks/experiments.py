@@ -395,7 +395,7 @@ def realism_figures(experiments: int = 400, seed: int = 0) -> dict[str, Any]:
         "real_auc_challenger": round(float(roc_auc_score(labels, challenger)), 4),
         "matched_shared_noise": shared,
         "matched_prediction_correlation": round(simulated[shared], 4),
-        "aa_false_positive_rate_matched": 1.0 - aa.rate("inconclusive"),
+        "aa_false_positive_rate_matched": round(1.0 - aa.rate("inconclusive"), 4),
         "power_auc_plus_0_01_matched": power.rate("challenger_better"),
         "median_outcomes_to_decision_matched": power.median_n("challenger_better"),
     }
