@@ -25,6 +25,8 @@ import pytest
 import s3fs
 import stack_helpers as sh
 
+from readmit.ops import processes
+
 pytestmark = pytest.mark.integration
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -181,10 +183,8 @@ def test_up_status_env_down_round_trip(run_dir: Path) -> None:
 def free_port_pair() -> int:
     """A port p with p and p + 1 both free (the bento's blue/green pair)."""
     for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port < 65535 and not port_open(port) and not port_open(port + 1):
+        port = processes.free_port()
+        if not port_open(port + 1):
             return port
     raise AssertionError("no free port pair")
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import threading
 
 from readmit.ops import processes
 
@@ -28,6 +30,32 @@ def test_ports_on_loopback() -> None:
     assert processes.port_free(port)
     assert processes.free_port(taken=[port]) != port
     assert processes.http_get(f"http://{processes.HOST}:{port}/", timeout=1) == (0, b"")
+
+
+def test_free_ports_are_never_ephemeral_so_a_probe_cannot_connect_to_itself() -> None:
+    """A probe of a port in the ephemeral range, sent before the server listens, can be given
+    that port as its source and read its own request back (CI: BadStatusLine: GET /readyz)."""
+    low, _ = processes.ephemeral_port_range()
+    ports = {processes.free_port() for _ in range(200)}
+    assert len(ports) > 100 and all(port >= 1024 and port + 1 < low for port in ports)
+
+
+def test_http_get_reports_an_answer_that_is_not_http_as_no_answer() -> None:
+    """What a self-connected probe reads: its own request line echoed back."""
+    with socket.socket() as listener:
+        listener.bind((processes.HOST, 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+
+        def echo() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(conn.recv(4096))
+
+        thread = threading.Thread(target=echo, daemon=True)
+        thread.start()
+        assert processes.http_get(f"http://{processes.HOST}:{port}/readyz", timeout=3) == (0, b"")
+        thread.join(timeout=5)
 
 
 def test_a_deployed_service_ships_its_log_to_the_deployers_artifact_store(

@@ -7,7 +7,9 @@ is never killed.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
+import random
 import signal
 import socket
 import time
@@ -35,15 +37,32 @@ def port_free(port: int, host: str = HOST) -> bool:
     return True
 
 
+def ephemeral_port_range() -> tuple[int, int]:
+    """The range the kernel draws client (source) ports from (Linux default 32768-60999)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(taken: Iterable[int] = (), host: str = HOST) -> int:
-    """An ephemeral port the kernel says is free now (and not one of `taken`)."""
+    """A port free now, it and the next one below the kernel's ephemeral range (the blue/green
+    pair is `port`, `port + 1`), and not one of `taken`.
+
+    Why not `bind(0)`: that port is ephemeral, so a readiness probe sent before the server
+    listens can be given the very same port as its source and connect to itself (TCP
+    self-connect): it reads its own request back ("BadStatusLine: GET /readyz") and holds the
+    port the server is about to bind. A port outside the range can never be a source port.
+    """
     avoid = set(taken)
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-        if port not in avoid:
+    low, _ = ephemeral_port_range()
+    first = max(1024, low - 12_000)
+    for _ in range(500):
+        port = random.randrange(first, low - 1)
+        if port not in avoid and port_free(port, host):
             return port
+    raise RuntimeError(f"no free port in {first}-{low - 2} on {host}")
 
 
 def http_get(url: str, timeout: float = 3.0) -> tuple[int, bytes]:
@@ -53,7 +72,8 @@ def http_get(url: str, timeout: float = 3.0) -> tuple[int, bytes]:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
-    except (urllib.error.URLError, OSError):
+    except (urllib.error.URLError, http.client.HTTPException, OSError):
+        # HTTPException: something answered that is not HTTP (a half-started server)
         return 0, b""
 
 

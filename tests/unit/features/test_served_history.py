@@ -20,14 +20,9 @@ import pytest
 from readmit import data, pseudonyms
 from readmit.features import PatientHistory, served_history
 from readmit.features.history import HISTORY_FEATURES, NO_HISTORY, as_of, recorded_before_as_of
+from readmit.ops import processes
 
 KEY = b"served-history-test-key"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +30,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server on 127.0.0.1 (Debian package, deployments/local/install.sh)."""
     binary = shutil.which("redis-server")
     assert binary, "redis-server is missing: run deployments/local/install.sh"
-    port = _free_port()
+    port = processes.free_port()
     folder = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",

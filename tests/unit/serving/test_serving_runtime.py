@@ -74,6 +74,8 @@ def test_install_timeout_fix_is_what_bentoml_builds(monkeypatch: pytest.MonkeyPa
 def test_settle_heap_freezes_surviving_objects() -> None:
     try:
         frozen = runtime.settle_heap()
-        assert frozen == gc.get_freeze_count() > 1000
+        # Not `==`: a thread left by an earlier test may free a frozen object in between
+        # (CI: 824565 frozen, 824563 a moment later).
+        assert frozen > 1000 and 0 <= frozen - gc.get_freeze_count() < frozen // 1000
     finally:
         gc.unfreeze()
