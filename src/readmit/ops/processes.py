@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import random
+import secrets
 import signal
 import socket
 import time
@@ -59,7 +59,7 @@ def free_port(taken: Iterable[int] = (), host: str = HOST) -> int:
     low, _ = ephemeral_port_range()
     first = max(1024, low - 12_000)
     for _ in range(500):
-        port = random.randrange(first, low - 1)
+        port = first + secrets.randbelow(low - 1 - first)
         if port not in avoid and port_free(port, host):
             return port
     raise RuntimeError(f"no free port in {first}-{low - 2} on {host}")
