@@ -7,6 +7,7 @@ Tests that need separate registries use distinct model names (`fresh_settings`).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -34,6 +35,13 @@ from readmit.settings import Settings, get_settings  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_FILE = PROJECT_ROOT / "data" / "raw" / "diabetic_data.csv.gz"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Remove the session's stores (models, bentos, artifacts): about 70 MB per run, left in
+    /tmp forever before. READMIT_KEEP_TEST_STORES=1 keeps them for a post-mortem."""
+    if os.environ.get("READMIT_KEEP_TEST_STORES") != "1":
+        shutil.rmtree(_SESSION_ROOT, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

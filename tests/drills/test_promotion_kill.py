@@ -110,12 +110,14 @@ def champion(fresh_settings: Settings, models: dict[str, Any]) -> Iterator[str]:
 
 def run_driver(spec: dict[str, Any], workdir: Path) -> subprocess.CompletedProcess[str]:
     """The driver in a child process with this test's stores (env from tests/conftest.py and
-    `fresh_settings`)."""
+    `fresh_settings`). Its TMPDIR is the test's: what a SIGKILL leaves there (BentoML's
+    half-made model folders) goes with the test, not into /tmp."""
     spec_file = workdir / f"spec-{time.monotonic_ns()}.json"
     spec_file.write_text(json.dumps(spec))
     return subprocess.run(
         [sys.executable, str(DRIVER), str(spec_file)],
-        env=dict(os.environ), capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
+        env={**os.environ, "TMPDIR": str(workdir)},
+        capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
     )  # fmt: skip
 
 

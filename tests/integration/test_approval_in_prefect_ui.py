@@ -131,7 +131,14 @@ def test_a_person_approves_in_the_prefect_ui(
         page.keyboard.press("ArrowDown")  # opens the options (a mouse click only focuses it)
         page.get_by_role("option", name="approve", exact=True).click()
         sh.screenshot(page, "prefect-promotion-review")
-        dialog.get_by_role("button", name="Submit").click()
+        # Wait for the UI's resume request to be answered: closing the browser right after the
+        # click could abort it (CI: the run stayed paused).
+        resume_url = f"/flow_runs/{run.id}/resume"
+        with page.expect_response(
+            lambda r: r.request.method == "POST" and r.url.endswith(resume_url), timeout=30_000
+        ) as answered:
+            dialog.get_by_role("button", name="Submit").click()
+        assert answered.value.ok, (answered.value.status, answered.value.text())
         assert not blocked, blocked
     state = running.result()
     assert state.is_completed(), state
