@@ -13,6 +13,7 @@ this process should use `prefect.settings.temporary_settings({PREFECT_API_URL: s
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import secrets
 import sys
@@ -24,6 +25,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import stack_helpers as sh
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SERVICES_PY = PROJECT_ROOT / "deployments" / "local" / "services.py"
@@ -108,9 +110,29 @@ def prefect_worker(
     try:
         local_services.up(cfg, only=["worker"], run_deploy=False)
         deployed = local_services.deploy(cfg)
+        if deployed:
+            asyncio.run(_shorten_retraining_search(prefect_server.api_url))
         yield PrefectWorker(pool=cfg.pool, deployed=deployed, server=prefect_server)
     finally:
         local_services.stop(cfg, ["worker"])
+
+
+async def _shorten_retraining_search(api_url: str) -> None:
+    """Give the `retraining` deployment a 5 s search, as an operator would in the UI: its runs
+    (started by drift in several tests, also in the background of others) each spent a minute
+    of both cores on an XGBoost search no test judges."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        async with get_client() as client:
+            deployment = await client.read_deployment_by_name("retraining/retraining")
+            budget = sh.RETRAINING_SEARCH_BUDGET_S
+            parameters = {**deployment.parameters, "search_budget_s": budget}
+            await client.update_deployment(deployment.id, DeploymentUpdate(parameters=parameters))
+            updated = await client.read_deployment(deployment.id)
+    assert updated.parameters["search_budget_s"] == budget, updated.parameters
 
 
 @pytest.fixture(scope="session")

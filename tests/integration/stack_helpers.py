@@ -39,6 +39,9 @@ CHROMIUM_ARGS = [
 ]
 LOOPBACK_PREFIXES = ("http://127.0.0.1", "http://localhost", "data:", "blob:", "about:")
 BENTO_READY_TIMEOUT_S = 150
+RETRAINING_SEARCH_BUDGET_S = 5.0
+"""The `retraining` deployment's search budget in these tests (the flow's default is 60 s),
+set by the `prefect_worker` fixture."""
 
 
 # ---------------------------------------------------------------- served bento

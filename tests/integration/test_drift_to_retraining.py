@@ -12,6 +12,7 @@ import asyncio
 import time
 
 import pytest
+import stack_helpers as sh
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 from prefect.deployments import run_deployment
@@ -70,6 +71,8 @@ def test_drift_event_triggers_retraining(prefect_worker, tmp_path, full_frame):
         run = _wait_for_completed_retraining(api_url, timeout_s=420)
     assert run.state.is_completed(), run.state
     assert "drift" in run.parameters["reason"]
+    # The trigger's parameters join the deployment's (the `prefect_worker` fixture sets this one).
+    assert run.parameters["search_budget_s"] == sh.RETRAINING_SEARCH_BUDGET_S
     decisions = [r["decision"] for r in audit.read(settings.artifacts_uri)]
     assert "drift_detected" in decisions and "retrain_started" in decisions
     outcome = next(
